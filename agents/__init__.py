@@ -1,0 +1,1 @@
+"""Stream agents, one per module: indexer, answerer."""

@@ -1,0 +1,235 @@
+"""Indexer agent: keeps Milvus equal to the newest version of every live document.
+
+Consumes ``docs.changes`` (DocumentChange, keyed by doc_id) in batches. Produces ``index.events``
+(one IndexEvent per processed change) and writes chunks + vectors to the vector store.
+
+Delivery: at-least-once with idempotent effects. A batch's offsets are committed only after
+its Milvus writes returned (the store writes with strong consistency); chunk ids are
+deterministic, so a redelivered change re-embeds nothing and rewrites the same rows. Per
+document: new chunks are upserted before stale ones are deleted and the document state is
+written last, so a crash at any point leaves a state that the redelivery completes.
+Changes older than the newest applied version of their document are ignored (``stale``);
+within a batch only the newest version of a document is applied (the others ``superseded``).
+
+Failures: undecodable or invalid records (malformed JSON, schema, unknown op, oversized,
+empty document) go to ``dlq`` with the reason and the batch goes on. Vector-store outages
+(RetryableError) are retried with backoff without acknowledging the batch. A record whose
+processing fails permanently goes to ``dlq``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from components.base import (
+    Chunk,
+    Chunker,
+    ChunkRecord,
+    DocState,
+    Embedder,
+    PermanentError,
+    StoredChunk,
+    VectorStore,
+)
+from eddy.settings import Settings
+from schemas import DocumentChange, IndexEvent
+from streams.codec import DecodeError, decode
+from streams.dlq import DeadLetters
+from streams.records import Publisher, RawRecord
+from streams.retry import call_blocking
+
+log = logging.getLogger(__name__)
+
+#: JSON overhead allowed above the text limit before a record is called oversized.
+_ENVELOPE_BYTES = 64 * 1024
+
+
+def meta_hash(change: DocumentChange) -> str:
+    """Hash of the stored non-content fields of a document's chunks (source, uri, title, acl)."""
+    h = hashlib.sha256()
+    for part in (change.source, change.uri, change.title, "\x1f".join(sorted(change.acl))):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class _Plan:
+    """What to do for one document of a batch."""
+
+    record: RawRecord
+    change: DocumentChange
+    chunks: list[Chunk]
+    to_embed: list[Chunk]
+    to_rewrite: list[Chunk]
+    unchanged: int
+    stale_ids: list[str]
+
+
+class Indexer:
+    name = "indexer"
+
+    def __init__(
+        self, settings: Settings, chunker: Chunker, embedder: Embedder, store: VectorStore,
+        publisher: Publisher, dead_letters: DeadLetters,
+    ) -> None:
+        self.settings = settings
+        self.chunker = chunker
+        self.embedder = embedder
+        self.store = store
+        self.publisher = publisher
+        self.dead_letters = dead_letters
+        self.index_topic = settings.topic("index.events")
+        self.chunks_embedded = 0
+
+    # ------------------------------------------------------------------ decoding
+    async def _decode(self, record: RawRecord) -> DocumentChange | None:
+        limit = self.settings.max_document_bytes
+        try:
+            change = decode(DocumentChange, record.value, max_bytes=limit + _ENVELOPE_BYTES)
+            size = len(change.text.encode())
+            if size > limit:
+                raise DecodeError("oversized", f"document text is {size:,} bytes, above the maximum of {limit:,} bytes")
+            if record.key is not None and record.key.decode("utf-8", "replace") != change.doc_id:
+                raise DecodeError("schema", f"record key {record.key!r} differs from doc_id {change.doc_id!r}")
+        except DecodeError as exc:
+            await self.dead_letters.send(record, exc.error_type, exc.reason)
+            return None
+        return change
+
+    # ------------------------------------------------------------------ batch
+    async def handle_batch(self, records: Sequence[RawRecord]) -> list[IndexEvent]:
+        """Apply a batch of ``docs.changes`` records; returns the IndexEvents published (in order)."""
+        decoded: list[tuple[RawRecord, DocumentChange]] = []
+        for record in records:
+            change = await self._decode(record)
+            if change is not None:
+                decoded.append((record, change))
+        if not decoded:
+            return []
+        events: list[IndexEvent] = []
+        newest: dict[str, tuple[RawRecord, DocumentChange]] = {}
+        for record, change in decoded:
+            current = newest.get(change.doc_id)
+            if current is None or change.version >= current[1].version:
+                if current is not None:
+                    events.append(self._event(current[1], "superseded"))
+                newest[change.doc_id] = (record, change)
+            else:
+                events.append(self._event(change, "superseded"))
+        try:
+            events += await self._apply(list(newest.values()))
+        except PermanentError as exc:
+            # One bad document must not block the others: apply them one by one.
+            log.warning("batch of %d documents failed permanently (%s); retrying one by one", len(newest), exc)
+            for record, change in newest.values():
+                try:
+                    events += await self._apply([(record, change)])
+                except PermanentError as one:
+                    await self.dead_letters.send(record, "processing", f"indexing failed: {one}")
+        for event in events:
+            await self.publisher.publish(self.index_topic, event.doc_id, event.to_bytes())
+        await self.publisher.flush()
+        return events
+
+    async def _apply(self, items: list[tuple[RawRecord, DocumentChange]]) -> list[IndexEvent]:
+        doc_ids = [change.doc_id for _, change in items]
+        states = await call_blocking(self.store.doc_states, doc_ids, what="read document states")
+        events: list[IndexEvent] = []
+        live: list[tuple[RawRecord, DocumentChange]] = []
+        for record, change in items:
+            state = states.get(change.doc_id)
+            if state is not None and change.version < state.version:
+                events.append(self._event(change, "stale"))
+            else:
+                live.append((record, change))
+        if not live:
+            return events
+        stored = await call_blocking(
+            self.store.stored_chunks, [c.doc_id for _, c in live], what="read stored chunks"
+        )
+        plans = await call_blocking(self._plan, live, stored, what="chunk documents")
+        vectors = await self._vectors_for(plans)
+        records = [
+            self._record(plan.change, chunk, vectors[chunk.chunk_id])
+            for plan in plans for chunk in plan.to_embed + plan.to_rewrite
+        ]
+        if records:
+            await call_blocking(self.store.upsert_chunks, records, what="upsert chunks")
+        stale = [cid for plan in plans for cid in plan.stale_ids]
+        if stale:
+            await call_blocking(self.store.delete_chunks, stale, what="delete stale chunks")
+        await call_blocking(
+            self.store.set_doc_states,
+            [DocState(p.change.doc_id, p.change.version, p.change.op == "delete", p.change.source) for p in plans],
+            what="write document states",
+        )
+        searchable_at = time.time()
+        for plan in plans:
+            embedded = len(plan.to_embed)
+            self.chunks_embedded += embedded
+            events.append(self._event(
+                plan.change, "deleted" if plan.change.op == "delete" else ("indexed" if embedded or plan.to_rewrite or plan.stale_ids else "unchanged"),
+                total=len(plan.chunks), embedded=embedded, deleted=len(plan.stale_ids),
+                unchanged=plan.unchanged, searchable_at=searchable_at,
+            ))
+        return events
+
+    def _plan(
+        self, live: list[tuple[RawRecord, DocumentChange]], stored: dict[str, list[StoredChunk]]
+    ) -> list[_Plan]:
+        plans = []
+        for record, change in live:
+            have = {s.chunk_id: s.meta_hash for s in stored.get(change.doc_id, [])}
+            if change.op == "delete":
+                plans.append(_Plan(record, change, [], [], [], 0, sorted(have)))
+                continue
+            chunks = self.chunker.chunk(change.doc_id, change.text, change.content_type, change.title)
+            wanted_meta = meta_hash(change)
+            to_embed = [c for c in chunks if c.chunk_id not in have]
+            to_rewrite = [c for c in chunks if c.chunk_id in have and have[c.chunk_id] != wanted_meta]
+            wanted = {c.chunk_id for c in chunks}
+            plans.append(_Plan(
+                record, change, chunks, to_embed, to_rewrite,
+                unchanged=len(chunks) - len(to_embed) - len(to_rewrite),
+                stale_ids=sorted(set(have) - wanted),
+            ))
+        return plans
+
+    async def _vectors_for(self, plans: list[_Plan]) -> dict[str, np.ndarray]:
+        """Embed new chunks (each distinct text once, one batched call) and fetch stored vectors of rewritten ones."""
+        vectors: dict[str, np.ndarray] = {}
+        new = [c for p in plans for c in p.to_embed]
+        if new:
+            texts = list(dict.fromkeys(c.embed_text for c in new))
+            matrix = await call_blocking(self.embedder.encode, texts, what="embed chunks")
+            by_text = dict(zip(texts, matrix, strict=True))
+            vectors.update((c.chunk_id, by_text[c.embed_text]) for c in new)
+        rewrite = [c.chunk_id for p in plans for c in p.to_rewrite]
+        if rewrite:
+            vectors.update(await call_blocking(self.store.vectors, rewrite, what="read stored vectors"))
+        return vectors
+
+    def _record(self, change: DocumentChange, chunk: Chunk, vector: np.ndarray) -> ChunkRecord:
+        return ChunkRecord(
+            chunk=chunk, source=change.source, uri=change.uri, title=change.title,
+            acl=tuple(sorted(change.acl)), meta_hash=meta_hash(change), vector=vector,
+        )
+
+    def _event(
+        self, change: DocumentChange, status: str, *, total: int = 0, embedded: int = 0,
+        deleted: int = 0, unchanged: int = 0, searchable_at: float | None = None,
+    ) -> IndexEvent:
+        now = searchable_at if searchable_at is not None else time.time()
+        return IndexEvent(
+            doc_id=change.doc_id, version=change.version, change_id=str(change.event_id), status=status,
+            chunks_total=total, chunks_embedded=embedded, chunks_deleted=deleted, chunks_unchanged=unchanged,
+            collection=self.settings.collection, embedder=self.embedder.model_id, chunker=self.chunker.config_id,
+            lag_ms=max(0.0, (now - change.occurred_at.timestamp()) * 1000.0),
+        )

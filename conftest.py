@@ -1,0 +1,1 @@
+# repo root on sys.path for tests

@@ -1,0 +1,3 @@
+from eddy.cli import main
+
+main()

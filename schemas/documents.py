@@ -1,0 +1,64 @@
+"""``docs.changes`` (DocumentChange) and ``index.events`` (IndexEvent)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.base import Event
+
+ContentType = Literal["text/plain", "text/markdown", "text/x-rst", "text/html"]
+
+
+class DocumentChange(Event):
+    """A document was created/updated (``upsert``) or removed (``delete``). Keyed by ``doc_id``.
+
+    ``version`` is monotonic per document: the indexer ignores a change whose version is
+    not newer than the newest it has applied. ``acl`` lists the groups allowed to read the
+    document; empty means public. ``text`` is required for ``upsert`` and must be empty for
+    ``delete``.
+    """
+
+    op: Literal["upsert", "delete"]
+    doc_id: str = Field(min_length=1, max_length=512)
+    version: int = Field(ge=0, description="monotonic per doc_id, e.g. publish time in microseconds")
+    source: str = Field("", max_length=256, description="name of the producer/collection of documents")
+    uri: str = Field("", max_length=2048, description="where a reader can open the document")
+    title: str = Field("", max_length=1024)
+    text: str = Field("", description="full document text (upsert only)")
+    content_type: ContentType = "text/plain"
+    acl: list[str] = Field(default_factory=list, description="groups allowed to read; empty = public")
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_op(self) -> DocumentChange:
+        if self.op == "upsert" and not self.text.strip():
+            raise ValueError("empty document: an upsert needs non-blank text (publish op=delete to remove a document)")
+        if self.op == "delete" and self.text:
+            raise ValueError("a delete carries no text")
+        return self
+
+
+class IndexEvent(Event):
+    """One per processed DocumentChange: what the indexer did and how fresh the index is. Keyed by ``doc_id``.
+
+    ``status``: ``indexed`` (chunks written), ``unchanged`` (same content, nothing embedded),
+    ``deleted``, ``stale`` (older than the version already applied; ignored),
+    ``superseded`` (a newer version of the doc arrived in the same batch).
+    ``lag_ms`` is the time from the change's ``occurred_at`` to the moment its chunks were
+    searchable in Milvus, in milliseconds.
+    """
+
+    doc_id: str
+    version: int
+    change_id: str = Field(description="event_id of the DocumentChange this reports on")
+    status: Literal["indexed", "unchanged", "deleted", "stale", "superseded"]
+    chunks_total: int = Field(ge=0, description="chunks of the document now in the index")
+    chunks_embedded: int = Field(ge=0, description="chunks whose content was new and got embedded")
+    chunks_deleted: int = Field(ge=0, description="stale chunks removed")
+    chunks_unchanged: int = Field(ge=0, description="chunks kept as they were (content already indexed)")
+    collection: str
+    embedder: str
+    chunker: str
+    lag_ms: float = Field(ge=0)

@@ -1,0 +1,1 @@
+"""Kafka plumbing: topic catalogue, admin, codecs, dead-letter routing, the faust app, the client SDK."""

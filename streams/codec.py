@@ -1,0 +1,58 @@
+"""Decode and validate records with the schemas; reasons a record is rejected are for humans."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class DecodeError(Exception):
+    """A record that cannot become its topic's event. ``error_type`` is machine-readable."""
+
+    def __init__(self, error_type: str, reason: str, partial: dict | None = None) -> None:
+        super().__init__(reason)
+        self.error_type = error_type  # malformed_json | schema | oversized | empty_value
+        self.reason = reason
+        self.partial = partial  # the parsed JSON object when it parsed, to salvage ids (e.g. query_id)
+
+
+def decode(schema: type[M], value: bytes | None, *, max_bytes: int) -> M:
+    """Parse UTF-8 JSON ``value`` into ``schema``.
+
+    Raises DecodeError: ``empty_value`` (no value / tombstone), ``oversized`` (more than
+    ``max_bytes`` bytes), ``malformed_json`` (not UTF-8 JSON or not an object) or ``schema``
+    (the object fails validation; the reason lists each failing field).
+    """
+    if not value:
+        raise DecodeError("empty_value", "record has no value")
+    if len(value) > max_bytes:
+        raise DecodeError("oversized", f"record is {len(value):,} bytes, above the maximum of {max_bytes:,} bytes")
+    try:
+        obj = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError("malformed_json", f"value is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DecodeError("malformed_json", f"value is JSON {type(obj).__name__}, expected an object")
+    try:
+        return schema.model_validate(obj)
+    except ValidationError as exc:
+        raise DecodeError("schema", f"not a valid {schema.__name__}: {describe(exc)}", partial=obj) from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per failing field, e.g. ``op: Input should be 'upsert' or 'delete' (got 'merge')``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(record)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = ""
+        if isinstance(got, (str, int, float, bool)) and err["type"] != "missing":
+            text = repr(got)
+            shown = f" (got {text[:60]}…)" if len(text) > 60 else f" (got {text})"
+        parts.append(f"{where}: {msg}{shown}")
+    return "; ".join(parts)
