@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from components.base import Embedder, GenerationParams, GenerationStats, Generator, Hit, VectorStore
-from components.prompts import PROMPT_V1, build_messages
+from components.prompts import PROMPT_V1, build_messages, fit_hits
 from eddy.settings import Settings
 from schemas import AnswerEvent, Citation, Query, Timings, Usage
 from streams.codec import DecodeError, decode
@@ -97,9 +97,8 @@ class Answerer:
             what="vector search", deadline_s=10.0,
         ))[0]
         t1 = time.perf_counter()
-        messages, used = build_messages(
-            self.template, query.text, hits, [(turn.role, turn.text) for turn in query.history],
-        )
+        used = fit_hits(hits)
+        messages = build_messages(self.template, query.text, hits, [(turn.role, turn.text) for turn in query.history])
         t2 = time.perf_counter()
         params = GenerationParams(
             max_new_tokens=query.options.max_tokens or self.settings.max_new_tokens,

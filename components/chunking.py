@@ -195,17 +195,23 @@ _RST_NOISE = re.compile(
 _FIELD = re.compile(r":[\w-]+:(?:[ \t].*)?$")
 
 
+def _indent(s: str) -> int:
+    return len(s) - len(s.lstrip(" \t"))
+
+
 def _rst_clean(paragraphs: list[str], preamble: bool) -> list[str]:
-    """Drop no-output explicit markup blocks (with their indented bodies) and, in the
+    """Drop no-output explicit markup blocks (with their more-indented bodies) and, in the
     preamble, docinfo field lists such as ``:tocdepth: 2``."""
     out: list[str] = []
-    dropping = False
+    drop_below: int | None = None  # drop paragraphs indented deeper than this
     for p in paragraphs:
-        if dropping and p[0] in " \t":
-            continue
-        dropping = False
-        if p[0] == "." and _RST_NOISE.match(p) and all(ln[0] in " \t" for ln in p.split("\n")[1:]):
-            dropping = True
+        ind = _indent(p)
+        if drop_below is not None:
+            if ind > drop_below:
+                continue
+            drop_below = None
+        if p[ind] == "." and _RST_NOISE.match(p, ind) and all(_indent(ln) > ind for ln in p.split("\n")[1:]):
+            drop_below = ind
             continue
         if preamble and p[0] == ":" and all(_FIELD.match(ln) for ln in p.split("\n")):
             continue
@@ -279,7 +285,7 @@ def _parse_rst(text: str, first_only: bool = False) -> list[Section]:
             styles.append(style)
         level = styles.index(style) + 1
         clean = rst_inline_text(title)
-        # docutils gives a title whose id is taken an "id<N>" id we cannot predict: use the parent's.
+        # docutils gives a title whose id is already taken an unpredictable "id<N>": use the parent's.
         slug = docutils_slug(clean)
         anchor = "" if slug in out.used else slug
         out.used.add(slug)
@@ -356,6 +362,8 @@ _BLOCK_TAGS = frozenset(
 )
 _SKIP_TAGS = frozenset({"script", "style", "template", "title", "noscript"})
 _HEADINGS = {f"h{k}": k for k in range(1, 7)}
+# An id on one of these, with no text between it and a heading, is the heading's anchor.
+_ANCHOR_TAGS = frozenset({"a", "article", "div", "header", "main", "section", "span"})
 
 
 class _HTMLSections(HTMLParser):
@@ -377,7 +385,9 @@ class _HTMLSections(HTMLParser):
             self.out.sections[-1].paragraphs.extend(_paragraphs(_lines(text)))
         else:
             text = " ".join(text.split())
-            if text:
+            if text == "-":  # a list item's marker: keep it for the item's first block
+                self.buf = ["- "]
+            elif text:
                 self.out.sections[-1].paragraphs.append(text)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -400,10 +410,10 @@ class _HTMLSections(HTMLParser):
             if tag == "pre":
                 self.pre += 1
             elif tag == "li":
-                self.buf.append("- ")
+                self.buf = ["- "]
         elif tag in ("td", "th"):
             self.buf.append(" ")
-        if ident:
+        if ident and tag in _ANCHOR_TAGS:
             self.pending_id = ident
 
     def handle_endtag(self, tag: str) -> None:
@@ -421,7 +431,9 @@ class _HTMLSections(HTMLParser):
             return
         if tag in _BLOCK_TAGS and not self.head_level:
             self.flush()
-            if tag == "pre":
+            if tag == "li":
+                self.buf = []  # an empty item's marker
+            elif tag == "pre":
                 self.pre = max(0, self.pre - 1)
 
     def handle_data(self, data: str) -> None:

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     def embedded_milvus(self) -> bool:
         return self.milvus_uri is None
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``EDDY_*`` variables, so a child process (the worker) rebuilds the same object."""
+        return {
+            f"EDDY_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
+
     def topic(self, name: str) -> str:
         """Full topic name: ``topic("queries") == "eddy.queries"`` with the default prefix."""
         return f"{self.topic_prefix}{name}"

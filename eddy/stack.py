@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,8 @@ class Stack:
         if pid is None:
             ready_file(self.settings).unlink(missing_ok=True)
             argv = [sys.executable, "-m", "eddy", "worker", "--agents", ",".join(agents)]
-            pid = spawn(argv, pid_file=self.worker_pid_file, log_file=self.worker_log)
+            env = {**os.environ, **self.settings.to_env()}
+            pid = spawn(argv, pid_file=self.worker_pid_file, log_file=self.worker_log, env=env)
         wait_until(lambda: ready_file(self.settings).exists(), timeout_s=timeout_s, what="Eddy worker",
                    log_file=self.worker_log, alive=lambda: read_pid(self.worker_pid_file) is not None)
         return pid

