@@ -33,7 +33,6 @@ from components.base import (
     ChunkRecord,
     DocState,
     Embedder,
-    PermanentError,
     StoredChunk,
     VectorStore,
 )
@@ -113,6 +112,23 @@ class Indexer:
                 decoded.append((record, change))
         if not decoded:
             return []
+        try:
+            return await self._apply(decoded)
+        except Exception as exc:  # noqa: BLE001 - boundary: a batch is never acknowledged half-done
+            if len(decoded) == 1:
+                log.exception("indexing %s failed", decoded[0][1].doc_id)
+                await self.dead_letters.send(decoded[0][0], "processing", f"indexing failed: {type(exc).__name__}: {exc}")
+                return []
+            # Effects are idempotent: redo the batch one change at a time so one bad document
+            # lands in the DLQ alone.
+            log.warning("batch of %d changes failed (%s: %s); applying them one by one",
+                        len(decoded), type(exc).__name__, exc)
+            events: list[IndexEvent] = []
+            for item in decoded:
+                events += await self.handle_batch([item[0]])
+            return events
+
+    async def _apply(self, decoded: list[tuple[RawRecord, DocumentChange]]) -> list[IndexEvent]:
         events: list[IndexEvent] = []
         newest: dict[str, tuple[RawRecord, DocumentChange]] = {}
         for record, change in decoded:
@@ -123,39 +139,54 @@ class Indexer:
                 newest[change.doc_id] = (record, change)
             else:
                 events.append(self._event(change, "superseded"))
-        try:
-            events += await self._apply(list(newest.values()))
-        except PermanentError as exc:
-            # One bad document must not block the others: apply them one by one.
-            log.warning("batch of %d documents failed permanently (%s); retrying one by one", len(newest), exc)
-            for record, change in newest.values():
-                try:
-                    events += await self._apply([(record, change)])
-                except PermanentError as one:
-                    await self.dead_letters.send(record, "processing", f"indexing failed: {one}")
+        await self._publish(events)
+        for group in await self._prepare(list(newest.values()), events):
+            done = await self._write(group)
+            await self._publish(done)
+            events += done
+        return events
+
+    async def _publish(self, events: list[IndexEvent]) -> None:
         for event in events:
             await self.publisher.publish(self.index_topic, event.doc_id, event.to_bytes())
         await self.publisher.flush()
-        return events
 
-    async def _apply(self, items: list[tuple[RawRecord, DocumentChange]]) -> list[IndexEvent]:
-        doc_ids = [change.doc_id for _, change in items]
-        states = await call_blocking(self.store.doc_states, doc_ids, what="read document states")
-        events: list[IndexEvent] = []
+    async def _prepare(
+        self, items: list[tuple[RawRecord, DocumentChange]], events: list[IndexEvent]
+    ) -> list[list[_Plan]]:
+        """Drop stale changes (their events are published at once), chunk and diff the rest, and
+        group the plans so that each group embeds about ``embed_group_chunks`` chunks: a group's
+        writes and IndexEvents land before the next group is embedded."""
+        states = await call_blocking(self.store.doc_states, [c.doc_id for _, c in items], what="read document states")
+        stale: list[IndexEvent] = []
         live: list[tuple[RawRecord, DocumentChange]] = []
         for record, change in items:
             state = states.get(change.doc_id)
             if state is not None and change.version < state.version:
-                events.append(self._event(change, "stale"))
+                stale.append(self._event(change, "stale"))
             else:
                 live.append((record, change))
+        await self._publish(stale)
+        events += stale
         if not live:
-            return events
-        stored = await call_blocking(
-            self.store.stored_chunks, [c.doc_id for _, c in live], what="read stored chunks"
-        )
+            return []
+        stored = await call_blocking(self.store.stored_chunks, [c.doc_id for _, c in live], what="read stored chunks")
         plans = await call_blocking(self._plan, live, stored, what="chunk documents")
+        groups: list[list[_Plan]] = [[]]
+        size = 0
+        for plan in plans:
+            if groups[-1] and size + len(plan.to_embed) > self.settings.embed_group_chunks:
+                groups.append([])
+                size = 0
+            groups[-1].append(plan)
+            size += len(plan.to_embed)
+        return groups
+
+    async def _write(self, plans: list[_Plan]) -> list[IndexEvent]:
+        """Embed, upsert new chunks, delete stale ones, then record the document states (in that order)."""
+        t0 = time.perf_counter()
         vectors = await self._vectors_for(plans)
+        t1 = time.perf_counter()
         records = [
             self._record(plan.change, chunk, vectors[chunk.chunk_id])
             for plan in plans for chunk in plan.to_embed + plan.to_rewrite
@@ -171,12 +202,19 @@ class Indexer:
             what="write document states",
         )
         searchable_at = time.time()
+        log.info(
+            "indexed %d documents: %d chunks embedded, %d rewritten, %d deleted (embed %.0f ms, write %.0f ms)",
+            len(plans), sum(len(p.to_embed) for p in plans), sum(len(p.to_rewrite) for p in plans), len(stale),
+            (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3,
+        )
+        events = []
         for plan in plans:
             embedded = len(plan.to_embed)
             self.chunks_embedded += embedded
+            changed = embedded or plan.to_rewrite or plan.stale_ids
+            status = "deleted" if plan.change.op == "delete" else ("indexed" if changed else "unchanged")
             events.append(self._event(
-                plan.change, "deleted" if plan.change.op == "delete" else ("indexed" if embedded or plan.to_rewrite or plan.stale_ids else "unchanged"),
-                total=len(plan.chunks), embedded=embedded, deleted=len(plan.stale_ids),
+                plan.change, status, total=len(plan.chunks), embedded=embedded, deleted=len(plan.stale_ids),
                 unchanged=plan.unchanged, searchable_at=searchable_at,
             ))
         return events

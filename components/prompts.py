@@ -10,24 +10,22 @@ from collections.abc import Sequence
 
 from components.base import ChatMessage, Hit, PromptTemplate
 
-NO_ANSWER = "I don't know based on the provided documents."
+NO_ANSWER = "I don't know."
 
+# Wording tuned on Qwen2.5-Coder-0.5B-Instruct and SmolLM2-135M-Instruct (bench/generator_quality.py).
+# What worked for a 0.5B model: "Document [n] (title: section)" headings (a bare "[n] heading" line
+# was parroted back), a forced opening "According to [N]," (the only reliable way to get a
+# citation), and the "don't know" rule stated once, in the system message (repeating it in the
+# user message made the model refuse answerable questions).
 PROMPT_V1 = PromptTemplate(
     version="rag-v1",
     system=(
-        "You are Eddy, an assistant that answers questions about Python using only the numbered "
-        "context passages the user provides.\n"
-        "Rules:\n"
-        "- Answer in a few sentences; add a short code example only when it helps.\n"
-        "- Use only facts from the passages. Cite the passages you used by number, like [1] or [2].\n"
-        f"- If the passages do not contain the answer, reply only: {NO_ANSWER}"
+        "You are a helpful Python assistant. Answer the question using the documents. "
+        'Begin your answer with "According to [N]," where N is the number of the document you used, '
+        "then explain briefly in your own words. "
+        f"If no document is about the question, answer only: {NO_ANSWER}"
     ),
-    user=(
-        "Context passages:\n\n{context}\n\n"
-        "Question: {question}\n\n"
-        "Answer concisely from the passages above and cite them like [1]. "
-        f"If they do not contain the answer, reply: {NO_ANSWER}"
-    ),
+    user="Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:",
 )
 
 #: Shown as the context when no passage was retrieved (or none fits).
@@ -38,10 +36,13 @@ _ELLIPSIS = " …"
 
 
 def format_passage(number: int, hit: Hit, text: str | None = None) -> str:
-    """``[n] Title > Section`` heading line, then the passage text (``text`` overrides ``hit.text``)."""
-    heading = " > ".join(part for part in (hit.title.strip(), hit.section.strip()) if part)
+    """``Document [n] (Title: Section)`` heading line, then the passage text (``text`` overrides ``hit.text``)."""
+    title, section = hit.title.strip(), hit.section.strip()
+    if title and section.startswith(title):  # section paths often start with the document title
+        title = ""
+    heading = ": ".join(part for part in (title, section) if part)
     body = (hit.text if text is None else text).strip()
-    return f"[{number}] {heading}\n{body}" if heading else f"[{number}]\n{body}"
+    return f"Document [{number}] ({heading})\n{body}" if heading else f"Document [{number}]\n{body}"
 
 
 def fit_hits(hits: Sequence[Hit], max_context_chars: int = 6000) -> list[Hit]:

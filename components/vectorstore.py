@@ -216,7 +216,8 @@ class MilvusVectorStore:
     ``uri``: e.g. ``http://127.0.0.1:19631`` (the Milvus Lite server of ``infra.milvus``) or any
     Milvus. ``collection``: chunk collection name (document states go to ``<collection>_docs``).
     ``dim``/``embedder_id``/``chunker_id``: the configuration the collection must have been built
-    with. ``index_type``: vector index, ``"HNSW"`` (default) or ``"FLAT"``/``"AUTOINDEX"``.
+    with. ``index_type``: vector index, ``"HNSW"`` (default) or ``"FLAT"``/``"AUTOINDEX"``;
+    ``search_ef``: HNSW search breadth (at least ``top_k``; higher = better recall, slower).
     ``timeout_s``: limit of every RPC, pymilvus' own retries included. ``query_page``: rows per
     query page. Every method raises RetryableError when Milvus cannot be reached (or times out)
     and PermanentError for anything else it rejects; the pymilvus exception is the ``__cause__``.
@@ -225,7 +226,7 @@ class MilvusVectorStore:
 
     def __init__(
         self, uri: str, collection: str, dim: int, embedder_id: str, chunker_id: str, *,
-        index_type: str = "HNSW", timeout_s: float = 20.0, query_page: int = QUERY_PAGE,
+        index_type: str = "HNSW", search_ef: int = 128, timeout_s: float = 20.0, query_page: int = QUERY_PAGE,
     ) -> None:
         if dim <= 0:
             raise PermanentError(f"dim must be positive, got {dim}")
@@ -236,6 +237,7 @@ class MilvusVectorStore:
         self.embedder_id = embedder_id
         self.chunker_id = chunker_id
         self.index_type = index_type
+        self.search_ef = search_ef
         self.timeout_s = timeout_s
         self.query_page = query_page
         self._client: Any = None
@@ -528,7 +530,7 @@ class MilvusVectorStore:
         expr = acl_filter(groups)
         params: dict[str, Any] = {"metric_type": "COSINE"}
         if self.index_type in ("HNSW", "AUTOINDEX"):
-            params["params"] = {"ef": max(128, top_k)}
+            params["params"] = {"ef": max(self.search_ef, top_k)}
         out: list[list[Hit]] = []
         for batch in _batches(matrix, SEARCH_BATCH):
             result = self._call("search", self._c.search, self.collection, data=[v.tolist() for v in batch],

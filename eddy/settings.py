@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     chunk_overlap_chars: int = Field(150, ge=0, description="text repeated between consecutive chunks of one section")
     max_document_bytes: int = Field(5_000_000, ge=1, description="larger DocumentChange texts go to the dead-letter topic")
     indexer_batch_max: int = Field(64, ge=1, description="changes taken from Kafka per indexer batch")
+    embed_group_chunks: int = Field(256, ge=1, description="new chunks embedded and written per step of a batch")
     indexer_batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill an indexer batch, seconds")
 
     # --- answering -------------------------------------------------------------------------

@@ -91,7 +91,7 @@ class MilvusLiteServer:
         """
         pid = self._own_pid()
         if pid is None:
-            if not self._wait_port_closed(5.0):
+            if not self._wait_port_closed(3.0):
                 raise LaunchError(
                     f"cannot start Milvus Lite on {self.host}:{self.port}: the port is already in use by "
                     f"another process (not the server of {self.pid_file}); stop it or choose another port"
@@ -204,6 +204,11 @@ def serve(data_dir: Path, host: str, port: int, max_workers: int = 16) -> None:
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),  # never share the port with another server
+            # pymilvus pings every 10 s even when idle; without these the server answers
+            # GOAWAY "too_many_pings" and clients log errors and reconnect.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_ping_strikes", 0),
         ],
     )
     milvus_pb2_grpc.add_MilvusServiceServicer_to_server(_serialized_servicer(threading.Lock())(db), server)

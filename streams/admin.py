@@ -44,7 +44,7 @@ class TopicStatus:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 3})
 
 
 def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE, timeout_s: float = 30.0) -> list[str]:
@@ -108,7 +108,7 @@ def consumer_lag(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[
     if not ids:
         return out
     probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "eddy-lag-probe",
-                      "enable.auto.commit": False})
+                      "enable.auto.commit": False, "log_level": 3})
     try:
         for group_id in ids:
             futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)])

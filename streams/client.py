@@ -48,6 +48,7 @@ class EddyClient:
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.max.bytes": MAX_RECORD_BYTES,
+            "log_level": 3,  # librdkafka logs errors only; transient retries are not the user's business
         })
         self._errors: list[str] = []
 
@@ -116,6 +117,7 @@ class EddyClient:
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 50,
             "fetch.message.max.bytes": MAX_RECORD_BYTES,
+            "log_level": 3,
         })
 
     def end_offsets(self, topic: str) -> list[TopicPartition]:

@@ -41,10 +41,32 @@ def kafka(stack_home: Path) -> Iterator[KafkaBroker]:
     broker.stop()
 
 
+def make_milvus(root: Path) -> MilvusLiteServer:
+    return MilvusLiteServer(root / "milvus", free_port(), root / "logs" / "milvus.log", root / "run" / "milvus.pid")
+
+
 @pytest.fixture(scope="session")
 def milvus(stack_home: Path) -> Iterator[MilvusLiteServer]:
-    server = MilvusLiteServer(stack_home / "milvus", free_port(), stack_home / "logs" / "milvus.log",
-                              stack_home / "run" / "milvus.pid")
+    server = make_milvus(stack_home)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_milvus(tmp_path: Path) -> Iterator[MilvusLiteServer]:
+    """A server of its own, for tests that kill or restart it."""
+    server = make_milvus(tmp_path)
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+def tiny_buffer_milvus(tmp_path: Path) -> Iterator[MilvusLiteServer]:
+    """A server whose 64 KiB write buffer flushes every few hundred rows (rows spread over many segments)."""
+    server = make_milvus(tmp_path)
+    server.memtable_limit_bytes = 64 * 1024
     server.start()
     yield server
     server.stop()

@@ -179,3 +179,29 @@ async def test_identical_chunks_across_documents_are_embedded_once_per_batch(env
     per_doc = len(expected_ids(indexer, up("a", 1, title="Same")))
     assert batch_sizes == [per_doc]  # one encode call, each distinct text once
     assert len(stored_ids(store, "a")) == len(stored_ids(store, "b")) == per_doc
+
+
+async def test_a_document_that_fails_processing_goes_to_dlq_alone(env, monkeypatch):
+    indexer, store, _, publisher, settings = env
+    real = indexer.chunker.chunk
+
+    def chunk(doc_id, *args, **kwargs):
+        if doc_id == "poison":
+            raise ValueError("chunker cannot handle this document")
+        return real(doc_id, *args, **kwargs)
+
+    monkeypatch.setattr(indexer.chunker, "chunk", chunk)
+    events = await indexer.handle_batch([rec(up("a", 1)), rec(up("poison", 1)), rec(up("b", 1))])
+    assert sorted(e.doc_id for e in events if e.status == "indexed") == ["a", "b"]
+    [letter] = [DeadLetter.model_validate_json(v) for v in publisher.on(settings.topic("dlq"))]
+    assert letter.key == "poison" and letter.error_type == "processing"
+    assert "chunker cannot handle this document" in letter.reason
+    assert store.live_doc_ids("") == ["a", "b"]
+
+
+async def test_large_batches_are_written_in_groups(env):
+    indexer, store, _, publisher, settings = env
+    indexer.settings = settings.model_copy(update={"embed_group_chunks": 3})
+    events = await indexer.handle_batch([rec(up(f"d{i}", 1, first=f"doc {i} words")) for i in range(4)])
+    assert len(events) == 4 and all(e.status == "indexed" for e in events)
+    assert store.calls["set_doc_states"] >= 2  # more than one group was written
