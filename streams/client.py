@@ -137,13 +137,14 @@ class EddyClient:
             consumer.close()
 
     def wait_indexed(
-        self, change_ids: Iterable[str], start: list[TopicPartition], *, timeout_s: float = 600.0,
+        self, change_ids: Iterable[str], start: list[TopicPartition], *, timeout_s: float = 300.0,
         on_event: Callable[[IndexEvent], None] | None = None,
     ) -> list[IndexEvent]:
         """Read ``index.events`` from ``start`` until an IndexEvent reports each change id.
 
-        Returns those events (the first per change). Raises EddyClientError on timeout, naming
-        how many changes are still pending.
+        Returns those events (the first per change). ``timeout_s`` is an idle timeout: raises
+        EddyClientError, naming how many changes are still pending, when no awaited event
+        arrived for that many seconds (a large ingest may take much longer in total).
         """
         pending = set(change_ids)
         events: list[IndexEvent] = []
@@ -154,7 +155,8 @@ class EddyClient:
             while pending:
                 if time.monotonic() > deadline:
                     raise EddyClientError(
-                        f"{len(pending)} changes not indexed after {timeout_s:.0f}s; is the worker running? (`eddy status`)"
+                        f"{len(pending)} changes still not indexed: no progress for {timeout_s:.0f}s; "
+                        "is the worker running? (`eddy status`)"
                     )
                 for msg in consumer.consume(500, timeout=0.2):
                     if msg.error() is not None:
@@ -166,6 +168,7 @@ class EddyClient:
                     if event.change_id in pending:
                         pending.discard(event.change_id)
                         events.append(event)
+                        deadline = time.monotonic() + timeout_s
                         if on_event is not None:
                             on_event(event)
         finally:
