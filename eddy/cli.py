@@ -15,8 +15,8 @@ from rich.table import Table
 
 from eddy.settings import Settings
 
-console = Console(stderr=False)
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings(ctx: click.Context) -> Settings:

@@ -19,7 +19,7 @@ from components.vectorstore import (
 )
 from infra.milvus import MilvusLiteServer
 from infra.process import LaunchError
-from tests.integration.conftest import free_port
+from tests.conftest import free_port
 from tests.vectorstore_contract import CHUNKER, DIM, EMBEDDER, VectorStoreContract, ids, rand_vectors, record
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: a real Apache Kafka broker and a real Milvus Lite server,
+"""Fixtures for integration and end-to-end tests: a real Apache Kafka broker and a real Milvus Lite server,
 started through the same launchers as ``eddy up``, once per test session; every test gets its
 own topic prefix, consumer group and collection, and (when it needs one) its own worker process.
 """
@@ -18,8 +18,6 @@ from infra.kafka import KafkaBroker
 from infra.milvus import MilvusLiteServer
 from streams.admin import ensure_topics
 from streams.client import EddyClient
-
-pytestmark = pytest.mark.integration
 
 
 def free_port() -> int:
