@@ -100,10 +100,16 @@ def worker_convert(model: str, cache_dir: Path) -> dict:
 def worker_run(model: str, cache_dir: Path, max_new_tokens: int) -> dict:
     from components.generation import TransformersGenerator
 
+    started = time.monotonic()
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import_s = time.monotonic() - started
     gen = TransformersGenerator(model, cache_dir)
     started = time.monotonic()
     gen.start()
-    result: dict = {"model_id": gen.model_id, "load_s": time.monotonic() - started, "answers": []}
+    result: dict = {"model_id": gen.model_id, "import_s": import_s, "load_s": time.monotonic() - started,
+                    "answers": []}
 
     async def ask(question: str, keys: list[str]) -> dict:
         messages = build_messages(PROMPT_V1, question, [hit(k) for k in keys])
@@ -183,7 +189,9 @@ def main() -> None:
                  for a, (_, keys, rel, kw) in zip(answers, QUESTIONS))
         print(f"{model:<20} {r['convert_s']:>9.1f} {r['convert_peak_rss_mb']:>11.0f} {r['load_s']:>7.1f} "
               f"{r['peak_rss_mb']:>7.0f} {ttft:>8.0f} {decode:>12.1f} {e2e:>9.1f} {ok:>5}/{len(answers)}")
-    print("(convert s = 0 when the cache already held the model; load s includes a 4-token warm-up)")
+    imports = ", ".join(f"{r['import_s']:.1f}" for r in results.values())
+    print("(convert s ~0 when the cache already held the model; load s = start() from the converted cache, "
+          f"4-token warm-up included, after importing torch+transformers: {imports} s)")
     for i, (question, keys, rel, kw) in enumerate(QUESTIONS):
         relevant = relevant_number(keys, rel)
         print(f"\n### Q{i + 1}: {question}  (relevant passage: {relevant or 'none'})")

@@ -132,6 +132,11 @@ def materialise(name: str, cache_dir: Path) -> Path:
         if (target / "eddy-model.json").is_file():  # another process converted it meanwhile
             return target
         started = time.monotonic()
+        for stale in root.glob(".*.tmp"):  # left by a killed converter (we hold the lock)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         if len(spec.parts) == 1:
             gguf = _package_file(*spec.parts[0])
             assembled = None
@@ -172,6 +177,7 @@ def _assemble(spec: PackagedModel, out: Path) -> str:
                         f.write(block)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -212,6 +218,9 @@ def _convert(spec: PackagedModel, gguf: Path, target: Path) -> None:
             "torch": torch.__version__,
         }
         (tmp / "eddy-model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for path in tmp.iterdir():  # mkdtemp/mkstemp make owner-only modes; the cache may be shared
+            os.chmod(path, 0o644)
+        os.chmod(tmp, 0o755)
         if target.exists():  # an interrupted earlier attempt cannot leave one (rename is atomic)
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -379,8 +388,9 @@ class TransformersGenerator:
         concurrently). Fills ``stats``: ``prompt_tokens`` (after the chat template),
         ``completion_tokens`` (generated tokens, end-of-sequence included),
         ``ttft_ms`` (call to first non-empty piece, ms) and ``finish_reason`` ("length"
-        when ``max_new_tokens`` or the context end was reached, else "stop").
-        ``max_new_tokens`` is clamped to the context left after the prompt.
+        when ``max_new_tokens`` or the context end was reached, else "stop"; left "" when
+        the consumer stops early). ``max_new_tokens`` is clamped to [1, context left after
+        the prompt].
         Closing or cancelling the iterator stops the generation thread (within one
         decoding step) and waits for it. Raises PermanentError when the prompt does not
         fit the model's context (no truncation: size it with ``count_prompt_tokens``) or
@@ -470,7 +480,7 @@ class TransformersGenerator:
             "pad_token_id": self._pad_id,
             "logits_processor": processors,
             "stopping_criteria": StoppingCriteriaList([_StopOnEvent()]),
-            "streamer": _Streamer(self._decode, channel, stop),
+            "streamer": _Streamer(self._decode, channel, stop, prompt_tokens=int(input_ids.shape[-1])),
         }
 
 
@@ -505,8 +515,9 @@ class _Streamer:
     tokens instead of the whole completion.
     """
 
-    def __init__(self, decode: Any, channel: _LoopChannel, stop: threading.Event) -> None:
+    def __init__(self, decode: Any, channel: _LoopChannel, stop: threading.Event, prompt_tokens: int) -> None:
         self.decode = decode
+        self.prompt_tokens = prompt_tokens
         self.channel = channel
         self.stop = stop
         self.ids: list[int] = []
@@ -517,9 +528,10 @@ class _Streamer:
         self.last_token: int | None = None
 
     def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # generate() first hands over the prompt
+        if not self.prompt_seen:
             self.prompt_seen = True
-            return
+            if value.numel() == self.prompt_tokens:  # generate() first hands over the prompt
+                return
         tokens = [int(t) for t in value.reshape(-1).tolist()]
         self.generated += len(tokens)
         self.last_token = tokens[-1]

@@ -334,6 +334,8 @@ def ask(ctx: click.Context, question: str, user: str, groups: str, top_k: int | 
     """Publish QUESTION as a Query and stream its answer (deltas, then citations and timings)."""
     from streams.client import EddyClient, EddyClientError
 
+    if not question.strip():
+        raise click.BadParameter("the question is empty", param_hint="QUESTION")
     client = EddyClient.from_settings(_settings(ctx))
     stream = client.ask(question, user_id=user, groups=[g for g in groups.split(",") if g],
                         top_k=top_k, max_tokens=max_tokens, timeout_s=timeout_s)

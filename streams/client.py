@@ -184,15 +184,15 @@ class EddyClient:
 
         Raises EddyClientError when no terminal event arrives within ``timeout_s`` seconds.
         """
-        query = Query(
-            query_id=query_id or uuid.uuid4().hex, conversation_id=conversation_id or uuid.uuid4().hex,
-            user_id=user_id, groups=list(groups), text=text, history=list(history),
-            options=QueryOptions(top_k=top_k, max_tokens=max_tokens),
-        )
         start = await asyncio.to_thread(self.end_offsets, "answers")
         consumer = self._consumer()
         consumer.assign(start)
         try:
+            query = Query(
+                query_id=query_id or uuid.uuid4().hex, conversation_id=conversation_id or uuid.uuid4().hex,
+                user_id=user_id, groups=list(groups), text=text, history=list(history),
+                options=QueryOptions(top_k=top_k, max_tokens=max_tokens),
+            )
             self.publish_query(query)
             await asyncio.to_thread(self.flush, 10.0)
             deadline = time.monotonic() + timeout_s

@@ -206,3 +206,73 @@ def test_history_budget_drops_oldest_turns_and_roles_are_checked():
 def test_context_with_braces_is_not_formatted():
     msgs = build_messages(PROMPT_V1, "what is {x}?", [hit(1, text="d = {'a': 1}  # {context}")])
     assert "d = {'a': 1}  # {context}" in msgs[-1].content and "what is {x}?" in msgs[-1].content
+
+
+# --------------------------------------------------------------------------- weight materialisation
+@pytest.fixture
+def fake_parts(tmp_path: Path, monkeypatch):
+    """Two importable-looking packages (never imported) holding the halves of a fake GGUF."""
+    import hashlib
+
+    from components import generation
+
+    site = tmp_path / "site"
+    for i, payload in enumerate([b"GGUF-part-one;", b"part-two"], start=1):
+        (site / f"eddy_fake_part{i}" / "data").mkdir(parents=True)
+        (site / f"eddy_fake_part{i}" / "__init__.py").write_text("raise ImportError('never imported')\n")
+        (site / f"eddy_fake_part{i}" / "data" / "part.bin").write_bytes(payload)
+    monkeypatch.syspath_prepend(str(site))
+    whole = b"GGUF-part-one;part-two"
+    spec = generation.PackagedModel(
+        model_id="fake", parts=(("eddy_fake_part1", "data/part.bin"), ("eddy_fake_part2", "data/part.bin")),
+        sha256=hashlib.sha256(whole).hexdigest(), size=len(whole),
+    )
+    monkeypatch.setitem(generation.MODELS, "fake", spec)
+    converted: list[bytes] = []
+
+    def fake_convert(spec, gguf: Path, target: Path) -> None:
+        converted.append(gguf.read_bytes())
+        import time
+
+        time.sleep(0.2)  # long enough for a second caller to queue on the lock
+        target.mkdir()
+        (target / "eddy-model.json").write_text("{}")
+
+    monkeypatch.setattr(generation, "_convert", fake_convert)
+    return generation, spec, whole, converted
+
+
+def test_materialise_assembles_verifies_and_converts_once(tmp_path: Path, fake_parts):
+    import threading
+
+    generation, spec, whole, converted = fake_parts
+    cache = tmp_path / "cache"
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(generation.materialise("fake", cache)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert converted == [whole]  # one conversion, of the parts concatenated in order
+    assert len(set(results)) == 1 and (results[0] / "eddy-model.json").is_file()
+    assert not (cache / "fake" / "model.gguf").exists()  # assembled GGUF removed after conversion
+    assert generation.materialise("fake", cache) == results[0] and len(converted) == 1
+
+
+def test_materialise_rejects_a_checksum_mismatch(tmp_path: Path, fake_parts, monkeypatch):
+    generation, spec, _, converted = fake_parts
+    monkeypatch.setitem(generation.MODELS, "fake", generation.PackagedModel(
+        model_id="fake", parts=spec.parts, sha256="0" * 64, size=spec.size))
+    with pytest.raises(PermanentError, match="sha256"):
+        generation.materialise("fake", tmp_path)
+    assert converted == [] and not (tmp_path / "fake" / "model.gguf").exists()
+
+
+def test_materialise_reports_a_missing_package(tmp_path: Path, monkeypatch):
+    from components import generation
+
+    monkeypatch.setitem(generation.MODELS, "ghost", generation.PackagedModel(
+        model_id="ghost", parts=(("eddy_no_such_package", "x.gguf"),), sha256="0" * 64, size=1))
+    with pytest.raises(PermanentError, match="not installed"):
+        generation.materialise("ghost", tmp_path)
