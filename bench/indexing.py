@@ -34,7 +34,7 @@ def main() -> None:
     unique = len(set(texts))
 
     with bench_stack("indexing", ("indexer",)) as (settings, stack, client):
-        embedder = SentenceTransformerEmbedder(base.embedder_model, base.embed_batch_size)
+        embedder = SentenceTransformerEmbedder(base.embedder_model, base.embed_batch_size, base.embedder_dtype)
         embedder.start()
         embedder.encode(texts[:64])  # warm-up
         t = time.perf_counter()

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # --- indexing ------------------------------------------------------------------------
     collection: str = Field("eddy_chunks", description="Milvus collection of chunks")
     embedder_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model id or local path")
+    embedder_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16", description="embedder compute type; bf16 is ~1.6x faster on AVX-512 BF16 CPUs (cosine >= 0.996 to fp32)"
+    )
     embed_batch_size: int = Field(64, ge=1, description="texts per encode() call")
     chunk_max_chars: int = Field(1000, ge=100, description="largest chunk, characters")
     chunk_overlap_chars: int = Field(150, ge=0, description="text repeated between consecutive chunks of one section")

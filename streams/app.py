@@ -95,10 +95,12 @@ def build_components(settings: Settings, *, agents: Sequence[str]) -> Components
     from components.vectorstore import MilvusVectorStore
 
     chunker = StructureChunker(settings.chunk_max_chars, settings.chunk_overlap_chars)
-    index_embedder = SentenceTransformerEmbedder(settings.embedder_model, settings.embed_batch_size)
+    index_embedder = SentenceTransformerEmbedder(settings.embedder_model, settings.embed_batch_size,
+                                                 settings.embedder_dtype)
     # The answerer gets its own instance so query embedding never waits behind an indexing batch.
     query_embedder = (
-        SentenceTransformerEmbedder(settings.embedder_model, 1) if "answerer" in agents else index_embedder
+        SentenceTransformerEmbedder(settings.embedder_model, 1, settings.embedder_dtype)
+        if "answerer" in agents else index_embedder
     )
     store = MilvusVectorStore(settings.milvus_address, settings.collection, index_embedder.dim,
                               index_embedder.model_id, chunker.config_id)

@@ -9,6 +9,7 @@ import uuid
 from confluent_kafka import Consumer, TopicPartition
 
 from components.chunking import StructureChunker
+from components.embedding import embedder_id
 from components.vectorstore import MilvusVectorStore
 from eddy.settings import Settings
 from schemas import DocumentChange
@@ -45,8 +46,8 @@ def read_topic(settings: Settings, name: str, *, min_count: int = 0, timeout_s: 
 
 def open_store(settings: Settings, dim: int = 384) -> MilvusVectorStore:
     chunker = StructureChunker(settings.chunk_max_chars, settings.chunk_overlap_chars)
-    store = MilvusVectorStore(settings.milvus_address, settings.collection, dim, settings.embedder_model,
-                              chunker.config_id)
+    store = MilvusVectorStore(settings.milvus_address, settings.collection, dim,
+                              embedder_id(settings.embedder_model, settings.embedder_dtype), chunker.config_id)
     store.start()
     return store
 

@@ -77,7 +77,7 @@ def test_freshness_lag_is_reported(settings, client, stack):
     events = publish_and_wait(client, [upsert("fresh", 1, section_doc("fresh", 1))])
     assert 0 < events[0].lag_ms < 60_000
     assert events[0].collection == settings.collection
-    assert events[0].embedder == "all-MiniLM-L6-v2"
+    assert events[0].embedder == "all-MiniLM-L6-v2@bf16"
 
 
 def test_bad_records_go_to_dlq_and_the_indexer_keeps_consuming(settings, client, stack, monkeypatch):
