@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -310,9 +311,9 @@ def render_final(event) -> None:
     if event.citations:
         console.print("[bold]citations[/bold]")
         for i, c in enumerate(event.citations, 1):
-            section = f" — {c.section}" if c.section else ""
-            console.print(f"  [{i}] {c.title}{section}  [dim]{c.uri}[/dim]  (score {c.score:.3f})",
-                          highlight=False, markup=False)
+            section = c.section.removeprefix(c.title).removeprefix(" > ") if c.section != c.title else ""
+            where = f"{c.title} — {section}" if section else c.title
+            console.print(f"  [{i}] {escape(where)}  [dim]{escape(c.uri)}[/dim]  (score {c.score:.3f})", highlight=False)
     t = event.timings
     if t is not None:
         console.print(f"[dim]retrieve {t.retrieve_ms:.0f} ms · ttft {t.ttft_ms:.0f} ms · generate "
