@@ -25,6 +25,18 @@ from schemas import AnswerEvent, DocumentChange, HistoryTurn, IndexEvent, Query,
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
+def _poll_batch(consumer: Consumer, timeout_s: float, max_messages: int = 500) -> list:
+    """Messages available now: waits up to ``timeout_s`` for the first one only.
+
+    (``Consumer.consume(n, timeout)`` waits for ``n`` messages or the whole timeout, which would
+    add up to ``timeout`` to the latency of every answer delta.)
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, timeout=0)]
+
+
 class EddyClientError(RuntimeError):
     """Delivery failed or the stack did not answer in time."""
 
@@ -158,7 +170,7 @@ class EddyClient:
                         f"{len(pending)} changes still not indexed: no progress for {timeout_s:.0f}s; "
                         "is the worker running? (`eddy status`)"
                     )
-                for msg in consumer.consume(500, timeout=0.2):
+                for msg in _poll_batch(consumer, 0.2):
                     if msg.error() is not None:
                         continue
                     try:
@@ -200,7 +212,7 @@ class EddyClient:
             while True:
                 if time.monotonic() > deadline:
                     raise EddyClientError(f"no answer to query {query.query_id} within {timeout_s:.0f}s")
-                msgs = await asyncio.to_thread(consumer.consume, 100, 0.1)
+                msgs = await asyncio.to_thread(_poll_batch, consumer, 0.1)
                 for msg in msgs:
                     if msg.error() is not None or msg.key() != wanted:
                         continue
