@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,12 +75,12 @@ class Answerer:
             if isinstance(query_id, str) and query_id:
                 return await self._error(query_id, 0, f"invalid query: {exc.reason}")
             return None
-        seq = 0
+        sent = _Sent()
         try:
-            return await self._answer(query, received)
+            return await self._answer(query, received, sent)
         except Exception as exc:  # noqa: BLE001 - boundary: every query gets exactly one terminal event
             log.exception("query %s failed", query.query_id)
-            return await self._error(query.query_id, seq, f"{type(exc).__name__}: {exc}")
+            return await self._error(query.query_id, sent.deltas, f"{type(exc).__name__}: {exc}")
 
     async def _error(self, query_id: str, seq: int, reason: str) -> AnswerEvent:
         event = AnswerEvent(query_id=query_id, kind="error", seq=seq, error=reason,
@@ -87,7 +88,7 @@ class Answerer:
         await self.publisher.publish(self.answers_topic, query_id, event.to_bytes(), wait=True)
         return event
 
-    async def _answer(self, query: Query, received: float) -> AnswerEvent:
+    async def _answer(self, query: Query, received: float, sent: _Sent) -> AnswerEvent:
         queue_ms = max(0.0, (received - query.occurred_at.timestamp()) * 1000.0)
         top_k = query.options.top_k or self.settings.top_k
         t0 = time.perf_counter()
@@ -105,7 +106,6 @@ class Answerer:
             temperature=query.options.temperature, seed=query.options.seed,
         )
         stats = GenerationStats()
-        seq = 0
         pieces: list[str] = []
         pending: list[str] = []
         first_token_at: float | None = None
@@ -122,18 +122,16 @@ class Answerer:
                 pending.append(piece)
                 now = time.perf_counter()
                 if now - last_flush >= flush_every_s:
-                    await self._delta(query.query_id, seq, "".join(pending))
-                    seq += 1
+                    await self._delta(query.query_id, sent, "".join(pending))
                     pending.clear()
                     last_flush = now
             t_end = time.perf_counter()
         if pending:
-            await self._delta(query.query_id, seq, "".join(pending))
-            seq += 1
+            await self._delta(query.query_id, sent, "".join(pending))
         text = "".join(pieces).strip()
         cited = sorted({int(n) for n in _CITE.findall(text) if 1 <= int(n) <= len(used)})
         final = AnswerEvent(
-            query_id=query.query_id, kind="final", seq=seq, text=text,
+            query_id=query.query_id, kind="final", seq=sent.deltas, text=text,
             citations=[
                 Citation(doc_id=h.doc_id, chunk_id=h.chunk_id, uri=_link(h), title=h.title,
                          section=h.section, score=round(h.score, 4))
@@ -157,9 +155,17 @@ class Answerer:
         await self.publisher.publish(self.answers_topic, query.query_id, final.to_bytes(), wait=True)
         return final
 
-    async def _delta(self, query_id: str, seq: int, text: str) -> None:
-        event = AnswerEvent(query_id=query_id, kind="delta", seq=seq, text=text)
+    async def _delta(self, query_id: str, sent: _Sent, text: str) -> None:
+        event = AnswerEvent(query_id=query_id, kind="delta", seq=sent.deltas, text=text)
         await self.publisher.publish(self.answers_topic, query_id, event.to_bytes())
+        sent.deltas += 1
+
+
+@dataclass
+class _Sent:
+    """Deltas published so far for one query: the ``seq`` of its next event."""
+
+    deltas: int = 0
 
 
 def _ms(seconds: float) -> float:

@@ -379,7 +379,18 @@ def demo(ctx: click.Context, questions: int) -> None:
 
 
 def main() -> None:
-    cli(prog_name="eddy")
+    from confluent_kafka import KafkaException
+
+    from components.base import ComponentError
+    from streams.client import EddyClientError
+
+    try:
+        cli(prog_name="eddy")
+    except (ComponentError, EddyClientError, KafkaException) as exc:
+        # Expected operational failures (stack down, unreachable server): one clear line, no traceback.
+        err.print(f"[red]eddy: {escape(str(exc))}[/red]")
+        err.print("is the stack up? `eddy status` shows what runs; `eddy up` starts it")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

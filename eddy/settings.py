@@ -55,8 +55,10 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100, description="chunks retrieved per query unless the query says otherwise")
     max_new_tokens: int = Field(256, ge=1, description="generation budget per answer unless the query says otherwise")
     answerer_concurrency: int = Field(4, ge=1, description="queries in flight per worker")
-    generation_slots: int = Field(1, ge=1, description="generations computed at once (CPU threads are shared)")
-    delta_flush_ms: int = Field(60, ge=0, description="deltas are coalesced into one record per this many ms")
+    generation_slots: int = Field(
+        2, ge=1, description="generations computed at once: more than 1 so a long answer never blocks the next (they share the CPU)"
+    )
+    delta_flush_ms: int = Field(150, ge=0, description="answer text is coalesced into one delta record per this many ms")
     max_query_chars: int = Field(4000, ge=1, description="longer query texts are rejected")
 
     # --- observability -----------------------------------------------------------------------

@@ -125,3 +125,14 @@ async def test_deltas_are_coalesced(tmp_path):
     await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="copy a file")))
     kinds = [e.kind for e in answers(publisher, settings)]
     assert kinds == ["delta", "final"]  # eight pieces, one delta record
+
+
+async def test_failure_after_deltas_ends_the_stream_with_an_error_in_sequence(tmp_path):
+    answerer, publisher, settings, generator = make(tmp_path)
+    generator.error = RuntimeError("model crashed")
+    generator.error_after = 3
+    event = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="copy")))
+    events = answers(publisher, settings)
+    assert event.kind == "error" and "model crashed" in event.error
+    assert [e.kind for e in events] == ["delta"] * (len(events) - 1) + ["error"] and len(events) > 1
+    assert [e.seq for e in events] == list(range(len(events)))
