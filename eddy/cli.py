@@ -192,11 +192,14 @@ def topics(ctx: click.Context, as_json: bool) -> None:
                                 "exists": r.exists, "partitions": r.partitions, "actual_cleanup_policy": r.cleanup_policy,
                                 "ok": r.ok, "problem": r.problem} for r in rows], indent=2))
     else:
-        table = Table("topic", "key", "value", "cleanup", "partitions", "state", "about")
+        wide = console.width >= 120
+        table = Table("topic", "key", "value", "cleanup", "partitions", "state", *(["about"] if wide else []))
+        table.columns[0].no_wrap = True
         for r in rows:
             table.add_row(r.name, r.spec.key, r.spec.schema.__name__ if r.spec.schema else "-", r.spec.cleanup_policy,
                           f"{r.partitions or '-'} / {r.expected_partitions}",
-                          "[green]ok[/green]" if r.ok else f"[red]{r.problem}[/red]", r.spec.description)
+                          "[green]ok[/green]" if r.ok else f"[red]{r.problem}[/red]",
+                          *([r.spec.description] if wide else []))
         console.print(table)
     if not all(r.ok for r in rows):
         sys.exit(1)
@@ -359,12 +362,17 @@ def schemas() -> None:
 
 @schemas.command("export")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-def schemas_export(directory: Path) -> None:
-    """Write one JSON Schema per event type into DIRECTORY."""
+@click.pass_context
+def schemas_export(ctx: click.Context, directory: Path) -> None:
+    """Write one JSON Schema per event type and the AsyncAPI document of the topics into DIRECTORY."""
     from schemas.export import export_json_schemas
+    from streams.asyncapi import asyncapi_document
 
     for path in export_json_schemas(directory):
         console.print(str(path))
+    path = directory / "asyncapi.json"
+    path.write_text(json.dumps(asyncapi_document(_settings(ctx)), indent=2) + "\n")
+    console.print(str(path))
 
 
 # ------------------------------------------------------------------------------ demo

@@ -61,7 +61,7 @@ def build_app(settings: Settings) -> faust.App:
         broker=servers,
         web_enabled=False,
         topic_partitions=settings.partitions,
-        topic_allow_declare=False,
+        topic_allow_declare=True,  # faust creates its internal leader topic; ours come from ensure_topics
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         broker_session_timeout=30.0,

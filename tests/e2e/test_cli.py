@@ -87,3 +87,5 @@ def test_ask_json_status_topics_and_schema_export(settings, stack, tmp_path):
     schema = json.loads((out / "DocumentChange.schema.json").read_text())
     assert schema["properties"]["op"]["enum"] == ["upsert", "delete"]
     assert schema["additionalProperties"] is False
+    asyncapi = json.loads((out / "asyncapi.json").read_text())
+    assert asyncapi["channels"]["docs_changes"]["address"] == settings.topic("docs.changes")
