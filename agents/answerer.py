@@ -63,7 +63,7 @@ class Answerer:
         """Answer one ``queries`` record; returns the terminal event produced (None if there was no query_id)."""
         received = time.time()
         try:
-            query = decode(Query, record.value, max_bytes=self.settings.max_query_chars * 4 + 256 * 1024)
+            query = decode(Query, record.value, max_bytes=self.settings.max_query_chars * 4 + 256 * 1024, origin=record)
             if len(query.text) > self.settings.max_query_chars:
                 raise DecodeError(
                     "oversized", f"query text is {len(query.text):,} characters, above the maximum of "

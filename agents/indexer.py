@@ -91,7 +91,7 @@ class Indexer:
     async def _decode(self, record: RawRecord) -> DocumentChange | None:
         limit = self.settings.max_document_bytes
         try:
-            change = decode(DocumentChange, record.value, max_bytes=limit + _ENVELOPE_BYTES)
+            change = decode(DocumentChange, record.value, max_bytes=limit + _ENVELOPE_BYTES, origin=record)
             size = len(change.text.encode())
             if size > limit:
                 raise DecodeError("oversized", f"document text is {size:,} bytes, above the maximum of {limit:,} bytes")

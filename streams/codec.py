@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+if TYPE_CHECKING:
+    from streams.records import RawRecord
+
 M = TypeVar("M", bound=BaseModel)
+
+#: Namespace of the event ids derived for records published without one (uuid5 of topic/partition/offset).
+_EVENT_ID_NAMESPACE = uuid.UUID("6f1d3c52-2d0e-4c1b-9a57-0e8d7f1f5a10")
 
 
 class DecodeError(Exception):
@@ -20,8 +28,12 @@ class DecodeError(Exception):
         self.partial = partial  # the parsed JSON object when it parsed, to salvage ids (e.g. query_id)
 
 
-def decode(schema: type[M], value: bytes | None, *, max_bytes: int) -> M:
+def decode(schema: type[M], value: bytes | None, *, max_bytes: int, origin: RawRecord | None = None) -> M:
     """Parse UTF-8 JSON ``value`` into ``schema``.
+
+    With ``origin`` (the consumed record), an event published without ``event_id`` gets one
+    derived from its topic/partition/offset (stable across redeliveries) and one without
+    ``occurred_at`` gets the record's Kafka timestamp, so lag figures start at publication.
 
     Raises DecodeError: ``empty_value`` (no value / tombstone), ``oversized`` (more than
     ``max_bytes`` bytes), ``malformed_json`` (not UTF-8 JSON or not an object) or ``schema``
@@ -37,6 +49,11 @@ def decode(schema: type[M], value: bytes | None, *, max_bytes: int) -> M:
         raise DecodeError("malformed_json", f"value is not UTF-8 JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise DecodeError("malformed_json", f"value is JSON {type(obj).__name__}, expected an object")
+    if origin is not None:
+        if "event_id" not in obj:
+            obj["event_id"] = str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{origin.topic}/{origin.partition}/{origin.offset}"))
+        if "occurred_at" not in obj and origin.timestamp_ms:
+            obj["occurred_at"] = datetime.fromtimestamp(origin.timestamp_ms / 1000, UTC).isoformat()
     try:
         return schema.model_validate(obj)
     except ValidationError as exc:

@@ -60,3 +60,20 @@ def test_schema_error_keeps_parsed_object_to_salvage_ids():
 def test_delete_must_not_carry_text():
     with pytest.raises(DecodeError, match="a delete carries no text"):
         decode(DocumentChange, _doc(op="delete"), max_bytes=10_000)
+
+
+def test_missing_envelope_fields_come_from_the_record():
+    from streams.records import RawRecord
+
+    raw = json.dumps({"op": "upsert", "doc_id": "d1", "version": 1, "text": "hello"}).encode()
+    origin = RawRecord("eddy.docs.changes", 2, 41, b"d1", raw, timestamp_ms=1_700_000_000_000)
+    one = decode(DocumentChange, raw, max_bytes=10_000, origin=origin)
+    two = decode(DocumentChange, raw, max_bytes=10_000, origin=origin)
+    assert one.event_id == two.event_id  # stable across redeliveries
+    assert one.occurred_at.timestamp() == 1_700_000_000
+    other = decode(DocumentChange, raw, max_bytes=10_000,
+                   origin=RawRecord("eddy.docs.changes", 2, 42, b"d1", raw, timestamp_ms=1))
+    assert other.event_id != one.event_id
+    explicit = DocumentChange(op="upsert", doc_id="d1", version=1, text="x")
+    kept = decode(DocumentChange, explicit.to_bytes(), max_bytes=10_000, origin=origin)
+    assert kept.event_id == explicit.event_id and kept.occurred_at == explicit.occurred_at
