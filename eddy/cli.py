@@ -392,8 +392,13 @@ def main() -> None:
     from components.base import ComponentError
     from streams.client import EddyClientError
 
+    from eddy.python_docs import CorpusError
+
     try:
         cli(prog_name="eddy")
+    except CorpusError as exc:
+        err.print(f"[red]eddy: cannot fetch the Python documentation: {escape(str(exc))}[/red]")
+        sys.exit(1)
     except (ComponentError, EddyClientError, KafkaException) as exc:
         # Expected operational failures (stack down, unreachable server): one clear line, no traceback.
         err.print(f"[red]eddy: {escape(str(exc))}[/red]")
