@@ -1,1 +1,1 @@
-# repo root on sys.path for tests
+"""Root conftest: its presence puts the repository root on sys.path, so tests import `tests.*` helpers."""
