@@ -75,7 +75,7 @@ def run_demo(settings: Settings, questions: int, console: Console, err: Console)
     table.add_row("ingest wall time", f"{totals['seconds']:.1f} s")
     if totals["chunks_embedded"]:
         table.add_row("indexing throughput", f"{totals['chunks_embedded'] / totals['seconds']:.1f} chunks/s")
-    table.add_row("freshness lag p50 / p99", f"{totals['lag_ms_p50']} / {totals['lag_ms_p99']} ms")
+    table.add_row("lag, published → searchable, p50 / p99", f"{totals['lag_ms_p50']} / {totals['lag_ms_p99']} ms")
     ok = [f for f in finals if f.kind == "final" and f.timings is not None]
     if ok:
         ttft = [f.timings.ttft_ms for f in ok]
