@@ -85,7 +85,6 @@ class Indexer:
         self.publisher = publisher
         self.dead_letters = dead_letters
         self.index_topic = settings.topic("index.events")
-        self.chunks_embedded = 0
 
     # ------------------------------------------------------------------ decoding
     async def _decode(self, record: RawRecord) -> DocumentChange | None:
@@ -210,7 +209,6 @@ class Indexer:
         events = []
         for plan in plans:
             embedded = len(plan.to_embed)
-            self.chunks_embedded += embedded
             changed = embedded or plan.to_rewrite or plan.stale_ids
             status = "deleted" if plan.change.op == "delete" else ("indexed" if changed else "unchanged")
             events.append(self._event(

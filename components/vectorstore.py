@@ -33,11 +33,12 @@ survives a kill -9 of the server).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -254,7 +255,7 @@ class MilvusVectorStore:
         Raises ConfigMismatchError (naming the stored and the configured embedder, dim and
         chunker) when the collection was built otherwise; RetryableError when unreachable.
         """
-        client = self._connect()
+        client = self.connect()
         if not self._call("check collection", client.has_collection, self.collection):
             if self._call("check collection", client.has_collection, self.docs_collection):
                 log.warning("%s exists without %s; dropping the orphaned document states",
@@ -279,7 +280,9 @@ class MilvusVectorStore:
             except Exception:  # noqa: BLE001 - closing is best effort
                 log.debug("closing the Milvus client failed", exc_info=True)
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """Open the gRPC channel only (no collection is created or checked): for read-only helpers.
+        ``start()`` calls it. Raises RetryableError when Milvus cannot be reached."""
         with self._lock:
             if self._client is None:
                 from pymilvus import MilvusClient
@@ -549,78 +552,68 @@ class MilvusVectorStore:
 
 
 # --------------------------------------------------------------------------- module functions
-def _client(uri: str, timeout_s: float = 20.0) -> Any:
+@contextlib.contextmanager
+def _session(uri: str, what: str, timeout_s: float = 20.0) -> Iterator[Any]:
+    """A ``MilvusClient`` for one helper call: errors classified as RetryableError/PermanentError, closed after."""
     from pymilvus import MilvusClient
 
     try:
-        return MilvusClient(uri=uri, timeout=timeout_s)
+        client = MilvusClient(uri=uri, timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001
         raise _classify(exc, f"connect to {uri}") from exc
+    try:
+        yield client
+    except (RetryableError, PermanentError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _classify(exc, what) from exc
+    finally:
+        client.close()
+
+
+def _count_rows(client: Any, name: str) -> int:
+    """Exact row count of one collection, loading it first when a restarted server left it released."""
+    try:
+        rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    except Exception as exc:  # noqa: BLE001 - a released collection: load it and count again
+        if not _is_not_loaded(exc):
+            raise
+        client.load_collection(name)
+        rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    return int(rows[0]["count(*)"]) if rows else 0
 
 
 def drop_collection(uri: str, collection: str) -> bool:
     """Drop ``collection`` and ``collection_docs`` (those that exist). True when something was dropped."""
-    client = _client(uri)
-    try:
+    with _session(uri, f"drop collection {collection}") as client:
         dropped = False
         for name in (collection, collection + DOCS_SUFFIX):
-            try:
-                if client.has_collection(name):
-                    client.drop_collection(name)
-                    dropped = True
-            except Exception as exc:  # noqa: BLE001
-                raise _classify(exc, f"drop collection {name}") from exc
+            if client.has_collection(name):
+                client.drop_collection(name)
+                dropped = True
         if dropped:
             log.info("dropped Milvus collection %s (and %s)", collection, collection + DOCS_SUFFIX)
         return dropped
-    finally:
-        client.close()
 
 
 def collection_rows(uri: str) -> dict[str, int]:
     """Rows per collection of the Milvus at ``uri`` (for ``eddy status``)."""
-    client = _client(uri)
-    try:
-        out = {}
-        for name in sorted(client.list_collections()):
-            try:
-                rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
-                out[name] = int(rows[0]["count(*)"]) if rows else 0
-            except Exception as exc:  # noqa: BLE001 - e.g. a released collection: load it and retry
-                if not _is_not_loaded(exc):
-                    raise _classify(exc, f"count rows of {name}") from exc
-                client.load_collection(name)
-                rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
-                out[name] = int(rows[0]["count(*)"]) if rows else 0
-        return out
-    except (RetryableError, PermanentError):
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise _classify(exc, "list collections") from exc
-    finally:
-        client.close()
+    with _session(uri, "count rows per collection") as client:
+        return {name: _count_rows(client, name) for name in sorted(client.list_collections())}
 
 
 def read_live_doc_ids(uri: str, collection: str, source: str) -> list[str]:
     """Live document ids of ``source`` in ``collection`` without checking its embedder/chunker
     (``eddy ingest`` uses it to publish deletes of vanished files); ``[]`` when the collection is absent."""
-    client = _client(uri)
-    try:
-        docs = collection + DOCS_SUFFIX
-        if not client.has_collection(docs):
+    with _session(uri, "read live documents") as client:
+        if not client.has_collection(collection + DOCS_SUFFIX):
             return []
-        store = MilvusVectorStore(uri, collection, 1, "", "")
-        store._client = client
-        try:
-            return store.live_doc_ids(source)
-        finally:
-            store._client = None
-    except (RetryableError, PermanentError):
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise _classify(exc, "read live documents") from exc
+    store = MilvusVectorStore(uri, collection, 1, "", "")
+    store.connect()
+    try:
+        return store.live_doc_ids(source)
     finally:
-        client.close()
+        store.close()
 
 
 # --------------------------------------------------------------------------- in-memory fake
@@ -760,8 +753,3 @@ class InMemoryVectorStore:
     def info(self) -> CollectionInfo:
         with self._lock:
             return CollectionInfo(self.collection, len(self._c.rows), self.embedder_id, self.dim, self.chunker_id)
-
-
-def drop_memory_collection(server: dict[str, Any], collection: str) -> bool:
-    """``drop_collection`` for an ``InMemoryVectorStore`` server dict."""
-    return server.pop(collection, None) is not None

@@ -105,8 +105,8 @@ def collect_status(settings: Settings) -> dict:
     from infra.process import port_open
 
     stack = Stack(settings)
-    kafka_up = (stack.kafka.running if settings.embedded_kafka
-                else True)
+    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+    kafka_up = port_open(host, int(port))
     status: dict = {
         "home": str(settings.home),
         "kafka": {"bootstrap": settings.bootstrap_servers, "embedded": settings.embedded_kafka, "running": kafka_up},
@@ -115,8 +115,7 @@ def collect_status(settings: Settings) -> dict:
         "worker": stack.worker_status(),
         "topics": [], "consumer_lag": {}, "collections": {},
     }
-    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
-    if port_open(host, int(port)):
+    if kafka_up:
         from streams.admin import consumer_lag, describe_topics
 
         try:
@@ -128,8 +127,6 @@ def collect_status(settings: Settings) -> dict:
             status["consumer_lag"] = consumer_lag(settings)
         except Exception as exc:  # noqa: BLE001 - status reports what it can
             status["kafka"]["error"] = str(exc)
-    else:
-        status["kafka"]["running"] = False
     if status["milvus"]["running"]:
         from components.vectorstore import collection_rows
 

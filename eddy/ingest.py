@@ -79,14 +79,17 @@ def content_type_of(path: Path) -> str | None:
 
 
 def read_text(path: Path) -> str:
-    """The file as UTF-8 text; IngestError for binary files."""
+    """The file as UTF-8 text; IngestError for binary, non-UTF-8 or blank files."""
     data = path.read_bytes()
     if b"\x00" in data[:8192]:
         raise IngestError(f"{path}: binary file (contains NUL bytes), not ingested")
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise IngestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}), not ingested") from exc
+    if not text.strip():
+        raise IngestError(f"{path}: empty file, not ingested")
+    return text
 
 
 def collect_files(paths: Sequence[Path], source: str) -> tuple[list[SourceFile], list[str]]:
@@ -142,11 +145,6 @@ def publish(
             skipped.append(str(exc))
             if on_skipped:
                 on_skipped(str(exc))
-            continue
-        if not text.strip():
-            skipped.append(f"{f.path}: empty file, not ingested")
-            if on_skipped:
-                on_skipped(skipped[-1])
             continue
         seen.add(f.doc_id)
         change = client.publish_document(f.doc_id, text, title=f.title, uri=f.uri, source=source,

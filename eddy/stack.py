@@ -11,7 +11,7 @@ from pathlib import Path
 from eddy.settings import Settings
 from infra.kafka import KafkaBroker
 from infra.milvus import MilvusLiteServer
-from infra.process import LaunchError, read_pid, spawn, stop, tail, wait_until
+from infra.process import read_pid, spawn, stop, wait_until
 from streams.admin import ensure_topics
 from streams.app import AGENTS, ready_file
 
@@ -84,6 +84,3 @@ class Stack:
         pid = read_pid(self.worker_pid_file)
         return {"running": pid is not None, "pid": pid, "ready": pid is not None and ready_file(self.settings).exists(),
                 "log": str(self.worker_log)}
-
-    def worker_log_tail(self, lines: int = 15) -> str:
-        return tail(self.worker_log, lines)

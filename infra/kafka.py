@@ -15,7 +15,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from infra.process import LaunchError, port_open, read_pid, spawn, stop, tail, wait_until
+from infra.process import LaunchError, port_open, read_pid, spawn, stop, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,3 @@ class KafkaBroker:
     def stop(self, kill: bool = False) -> bool:
         """Stop the broker (SIGTERM: controlled shutdown; ``kill``: SIGKILL). True if it was running."""
         return stop(self.pid_file, what="Apache Kafka broker", timeout_s=30, kill=kill)
-
-    def log_tail(self, lines: int = 20) -> str:
-        return tail(self.log_file, lines)

@@ -29,10 +29,9 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
-from infra.process import LaunchError, port_open, read_pid, spawn, stop, wait_until
+from infra.process import LaunchError, poll_until, port_open, read_pid, spawn, stop, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +137,7 @@ class MilvusLiteServer:
 
     def _wait_port_closed(self, timeout_s: float) -> bool:
         """True once nothing listens on the port (polls up to ``timeout_s``)."""
-        deadline = time.monotonic() + timeout_s
-        while port_open(self.host, self.port):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-        return True
+        return poll_until(lambda: not port_open(self.host, self.port), timeout_s=timeout_s)
 
     def _ready(self) -> bool:
         if not port_open(self.host, self.port):

@@ -78,6 +78,19 @@ def spawn(
     return proc.pid
 
 
+def poll_until(condition: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.1) -> bool:
+    """Check ``condition()`` every ``interval_s`` until it is true (True) or ``timeout_s`` passed (False).
+
+    For states of other processes (a port, a pid) that offer nothing to wait on.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+    return True
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,
@@ -88,14 +101,18 @@ def wait_until(
     interval_s: float = 0.2,
 ) -> None:
     """Poll ``ready()`` until true; LaunchError (quoting the log's tail) on timeout or early exit."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if alive is not None and not alive():
-            raise LaunchError(f"{what} exited during start-up; last lines of {log_file}:\n{tail(log_file)}")
-        time.sleep(interval_s)
-    raise LaunchError(f"{what} not ready after {timeout_s:.0f}s; last lines of {log_file}:\n{tail(log_file)}")
+    exited = False
+
+    def done() -> bool:
+        nonlocal exited
+        exited = alive is not None and not alive()
+        return exited or ready()
+
+    finished = poll_until(done, timeout_s=timeout_s, interval_s=interval_s)
+    if exited and not ready():
+        raise LaunchError(f"{what} exited during start-up; last lines of {log_file}:\n{tail(log_file)}")
+    if not finished:
+        raise LaunchError(f"{what} not ready after {timeout_s:.0f}s; last lines of {log_file}:\n{tail(log_file)}")
 
 
 def stop(pid_file: Path, *, what: str, timeout_s: float = 20.0, kill: bool = False) -> bool:
@@ -112,17 +129,15 @@ def stop(pid_file: Path, *, what: str, timeout_s: float = 20.0, kill: bool = Fal
     except ProcessLookupError:
         pid_file.unlink(missing_ok=True)
         return False
-    deadline = time.monotonic() + timeout_s
-    while read_pid(pid_file) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if read_pid(pid_file) is not None:
+    gone = lambda: read_pid(pid_file) is None  # noqa: E731
+    if not poll_until(gone, timeout_s=timeout_s):
         log.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing", what, pid, timeout_s)
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        while read_pid(pid_file) is not None:
-            time.sleep(0.05)
+        if not poll_until(gone, timeout_s=10.0, interval_s=0.05):
+            raise LaunchError(f"{what} (pid {pid}) survived SIGKILL for 10 s")
     pid_file.unlink(missing_ok=True)
     return True
 

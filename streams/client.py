@@ -136,17 +136,20 @@ class EddyClient:
         """High watermarks of every partition of ``topic`` (a starting point for ``wait_indexed``)."""
         consumer = self._consumer()
         try:
-            full = self.topic(topic)
-            metadata = consumer.list_topics(full, timeout=10).topics[full]
-            if metadata.error is not None:
-                raise EddyClientError(f"topic {full}: {metadata.error.str()} (is the stack up? `eddy up`)")
-            out = []
-            for partition in sorted(metadata.partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(full, partition), timeout=10)
-                out.append(TopicPartition(full, partition, high))
-            return out
+            return self._end_offsets(consumer, topic)
         finally:
             consumer.close()
+
+    def _end_offsets(self, consumer: Consumer, topic: str) -> list[TopicPartition]:
+        full = self.topic(topic)
+        metadata = consumer.list_topics(full, timeout=10).topics[full]
+        if metadata.error is not None:
+            raise EddyClientError(f"topic {full}: {metadata.error.str()} (is the stack up? `eddy up`)")
+        out = []
+        for partition in sorted(metadata.partitions):
+            _, high = consumer.get_watermark_offsets(TopicPartition(full, partition), timeout=10)
+            out.append(TopicPartition(full, partition, high))
+        return out
 
     def wait_indexed(
         self, change_ids: Iterable[str], start: list[TopicPartition], *, timeout_s: float = 300.0,
@@ -196,10 +199,10 @@ class EddyClient:
 
         Raises EddyClientError when no terminal event arrives within ``timeout_s`` seconds.
         """
-        start = await asyncio.to_thread(self.end_offsets, "answers")
         consumer = self._consumer()
-        consumer.assign(start)
         try:
+            # One consumer per ask: it finds the end of `answers` and then reads the answer from there.
+            consumer.assign(await asyncio.to_thread(self._end_offsets, consumer, "answers"))
             query = Query(
                 query_id=query_id or uuid.uuid4().hex, conversation_id=conversation_id or uuid.uuid4().hex,
                 user_id=user_id, groups=list(groups), text=text, history=list(history),

@@ -55,5 +55,3 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("dlq", "original key", DeadLetter, "delete", partitions=1, retention_ms=30 * DAY_MS,
               description="records an agent could not process, with the reason and original bytes"),
 )
-
-BY_NAME = {spec.name: spec for spec in CATALOGUE}

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from components.base import PermanentError
-from components.vectorstore import InMemoryVectorStore, acl_filter, acl_key, drop_memory_collection, group_token, quote
+from components.vectorstore import InMemoryVectorStore, acl_filter, acl_key, group_token, quote
 from tests.vectorstore_contract import CHUNKER, DIM, EMBEDDER, VectorStoreContract
 
 
@@ -32,13 +32,6 @@ class TestInMemoryVectorStore(VectorStoreContract):
 def test_use_before_start_is_permanent():
     with pytest.raises(PermanentError):
         InMemoryVectorStore("c", 4).info()
-
-
-def test_drop_memory_collection():
-    server: dict = {}
-    InMemoryVectorStore("c", 4, server=server).start()
-    assert drop_memory_collection(server, "c") and not drop_memory_collection(server, "c")
-    InMemoryVectorStore("c", 8, server=server).start()  # recreated with another dim
 
 
 def test_acl_expression_helpers():
