@@ -46,9 +46,9 @@ class SentenceTransformerEmbedder:
 
     ``encode`` returns ``(n, dim)`` float32, L2-normalised (dim 384 for all-MiniLM-L6-v2,
     which truncates inputs at 256 word pieces). ``dtype="bfloat16"`` runs the model in bf16
-    (AVX-512 BF16 CPUs): measured here on 145 Python-docs chunks of ~1,000 characters,
-    10.5 chunks/s in float32 vs 17.2 chunks/s in bf16 on 2 cores, cosine to the float32
-    vectors >= 0.9967. Short sentences are much faster (~340/s, ENVIRONMENT.md).
+    (AVX-512 BF16 CPUs): ``python -m bench.embedder_dtype`` on 256 Python-docs chunks of ~1,000
+    characters gave 23.3 chunks/s float32 vs 40.7 chunks/s bf16 on 2 cores (1.75x), cosine to
+    the float32 vectors >= 0.9965. Short sentences are much faster (~340/s, ENVIRONMENT.md).
     """
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64, dtype: str = "float32") -> None:

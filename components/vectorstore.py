@@ -21,8 +21,9 @@ tokens (sha256 of each group name; ``|*|`` for an empty ACL), e.g. for groups ``
     acl_key == "|*|" or acl_key like "%|4f1c...|%"
 
 rather than ``array_contains_any(acl, [...])`` because milvus-lite evaluates array functions row
-by row in Python (~30 µs/row: ~450 ms per search at 15k rows) but ``==``/``like`` vectorised with
-Arrow (~1 ms); hashing keeps group names out of the expression (no escaping, no LIKE wildcards).
+by row in Python but ``==``/``like`` vectorised with Arrow (``python -m bench.milvus_search``, 15k
+rows: search p50 81 ms with this filter vs 466 ms with ``array_contains_any``); hashing keeps group
+names out of the expression (no escaping, no LIKE wildcards).
 The ``acl`` ARRAY column keeps the readable group names (e.g. for ``array_contains_any`` on a
 full Milvus).
 

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     collection: str = Field("eddy_chunks", description="Milvus collection of chunks")
     embedder_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model id or local path")
     embedder_dtype: Literal["float32", "bfloat16"] = Field(
-        "bfloat16", description="embedder compute type; bf16 is ~1.6x faster on AVX-512 BF16 CPUs (cosine >= 0.996 to fp32)"
+        "bfloat16", description="embedder compute type; bf16 is ~1.75x faster on AVX-512 BF16 CPUs (bench.embedder_dtype; cosine >= 0.996 to fp32)"
     )
     embed_batch_size: int = Field(64, ge=1, description="texts per encode() call")
     chunk_max_chars: int = Field(1000, ge=100, description="largest chunk, characters")
