@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import time
 
-
 from components.chunking import StructureChunker
 from components.embedding import SentenceTransformerEmbedder
 from eddy.ingest import python_docs_files, read_text
