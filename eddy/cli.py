@@ -372,6 +372,12 @@ def schemas_export(ctx: click.Context, directory: Path) -> None:
     console.print(str(path))
 
 
+# ------------------------------------------------------------------------------ datasets
+@cli.group()
+def datasets() -> None:
+    """Evaluation and training datasets: build from sources, export vetted snapshots."""
+
+
 # ------------------------------------------------------------------------------ demo
 @cli.command()
 @click.option("--questions", default=3, show_default=True, type=click.IntRange(1, 10), help="FAQ questions to ask.")

@@ -7,6 +7,7 @@ writes their JSON Schemas so that a client in any language can publish.
 from schemas.base import Event
 from schemas.dlq import DeadLetter
 from schemas.documents import DocumentChange, IndexEvent
+from schemas.feedback import Feedback
 from schemas.queries import AnswerEvent, Citation, HistoryTurn, Query, QueryOptions, Timings, Usage
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DeadLetter",
     "DocumentChange",
     "Event",
+    "Feedback",
     "HistoryTurn",
     "IndexEvent",
     "Query",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas import AnswerEvent, DeadLetter, DocumentChange, IndexEvent, Query
+from schemas import AnswerEvent, DeadLetter, DocumentChange, Feedback, IndexEvent, Query
 
 EXPORTED = {
     "DocumentChange": DocumentChange,
     "IndexEvent": IndexEvent,
     "Query": Query,
     "AnswerEvent": AnswerEvent,
+    "Feedback": Feedback,
     "DeadLetter": DeadLetter,
 }
 

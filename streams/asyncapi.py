@@ -13,10 +13,6 @@ from eddy.settings import Settings
 from streams.topics import CATALOGUE
 
 #: What users do on each topic (AsyncAPI operations are from the user's point of view).
-_USER_ACTION = {"docs.changes": "send", "queries": "send", "index.events": "receive", "answers": "receive",
-                "dlq": "receive"}
-
-
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document (a JSON-ready dict) for the configured prefix and bootstrap address."""
     schemas: dict[str, Any] = {}
@@ -47,7 +43,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                                        **({"retention.ms": spec.retention_ms} if spec.retention_ms else {})},
             }},
         }
-        action = _USER_ACTION[spec.name]
+        action = spec.user_action
         operations[f"{action}_{channel}"] = {
             "action": action,
             "channel": {"$ref": f"#/channels/{channel}"},

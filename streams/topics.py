@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from eddy.settings import Settings
-from schemas import AnswerEvent, DeadLetter, DocumentChange, IndexEvent, Query
+from schemas import AnswerEvent, DeadLetter, DocumentChange, Feedback, IndexEvent, Query
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -26,6 +26,7 @@ class TopicSpec:
     partitions: int | None = None
     retention_ms: int | None = None
     description: str = ""
+    user_action: str = "receive"  # AsyncAPI operation of a user: "send" (publish to it) or "receive" (consume)
 
     def full_name(self, settings: Settings) -> str:
         return settings.topic(self.name)
@@ -44,14 +45,16 @@ class TopicSpec:
 
 
 CATALOGUE: tuple[TopicSpec, ...] = (
-    TopicSpec("docs.changes", "doc_id", DocumentChange, "compact",
+    TopicSpec("docs.changes", "doc_id", DocumentChange, "compact", user_action="send",
               description="the corpus of record: replaying it rebuilds any index"),
     TopicSpec("index.events", "doc_id", IndexEvent, "delete", retention_ms=7 * DAY_MS,
               description="one per processed change: freshness, audit"),
-    TopicSpec("queries", "conversation_id", Query, "delete", retention_ms=7 * DAY_MS,
+    TopicSpec("queries", "conversation_id", Query, "delete", retention_ms=7 * DAY_MS, user_action="send",
               description="questions to answer"),
     TopicSpec("answers", "query_id", AnswerEvent, "delete", retention_ms=7 * DAY_MS,
               description="answer streams: delta… then exactly one final or error per query"),
+    TopicSpec("feedback", "query_id", Feedback, "delete", retention_ms=30 * DAY_MS, user_action="send",
+              description="thumbs up/down on answers, optional comment and share flag"),
     TopicSpec("dlq", "original key", DeadLetter, "delete", partitions=1, retention_ms=30 * DAY_MS,
               description="records an agent could not process, with the reason and original bytes"),
 )
