@@ -1,11 +1,13 @@
 """Answerer agent: retrieval-augmented answers streamed token by token.
 
 Consumes ``queries`` (Query, keyed by conversation_id). For each query: embed the text, search
-the vector store with the ACL filter (a chunk is visible when its ACL is empty or shares a
-group with the query's ``groups``), build the prompt from a versioned template, generate,
-and produce on ``answers`` (keyed by query_id) ``delta`` records coalesced over
-``delta_flush_ms`` then exactly one ``final`` (text, citations, usage, timings, model,
-prompt and pipeline versions) — or one ``error`` with a reason.
+the query's collection (the default one unless ``options.collection`` names another) with the ACL
+filter (a chunk is visible when its ACL is empty or shares a group with the query's ``groups``),
+build the prompt from a versioned template, generate, and produce on ``answers`` (keyed by
+query_id) ``delta`` records coalesced over ``delta_flush_ms`` then exactly one ``final`` (text,
+citations, the ranked ``retrieved`` chunks, usage, timings, model, prompt and pipeline versions)
+— or one ``error`` with a reason. ``options.generate=false`` skips generation (retrieval only,
+for evaluation): the ``final`` carries ``retrieved`` and no text.
 
 Delivery: several queries are in flight at once (faust agent concurrency); model compute
 runs in worker threads, so a long generation neither stalls the other queries nor the
@@ -20,23 +22,30 @@ Retrieval or generation failures produce an ``error`` answer; the agent keeps co
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from components.base import Embedder, GenerationParams, GenerationStats, Generator, Hit, VectorStore
+from components.base import Embedder, GenerationParams, GenerationStats, Generator, Hit
 from components.prompts import PROMPT_V1, build_messages, fit_hits
+from components.vectorstore import Collections
 from eddy.settings import Settings
-from schemas import AnswerEvent, Citation, Query, Timings, Usage
+from schemas import AnswerEvent, Citation, Query, Retrieved, Timings, Usage
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
+from streams.tracing import STEP, consumer_span, messaging_attributes, record_step
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("eddy.answerer")
 
 PIPELINE_VERSION = "rag-dense-v1"
 _CITE = re.compile(r"\[(\d{1,3})\]")
@@ -46,12 +55,12 @@ class Answerer:
     name = "answerer"
 
     def __init__(
-        self, settings: Settings, embedder: Embedder, store: VectorStore, generator: Generator,
+        self, settings: Settings, embedder: Embedder, collections: Collections, generator: Generator,
         publisher: Publisher, dead_letters: DeadLetters,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
-        self.store = store
+        self.collections = collections
         self.generator = generator
         self.publisher = publisher
         self.dead_letters = dead_letters
@@ -60,7 +69,16 @@ class Answerer:
         self._slots = asyncio.Semaphore(settings.generation_slots)
 
     async def handle(self, record: RawRecord) -> AnswerEvent | None:
-        """Answer one ``queries`` record; returns the terminal event produced (None if there was no query_id)."""
+        """Answer one ``queries`` record; returns the terminal event produced (None if there was no query_id).
+
+        Traced as a CONSUMER span ``process <queries topic>`` continuing the trace of the record's
+        ``traceparent`` header, with child spans per step (retrieve, prompt, generate, validate,
+        publish); every answer event carries that trace's context.
+        """
+        with consumer_span(_tracer, record, self.settings.group_id):
+            return await self._handle(record)
+
+    async def _handle(self, record: RawRecord) -> AnswerEvent | None:
         received = time.time()
         try:
             query = decode(Query, record.value, max_bytes=self.settings.max_query_chars * 4 + 256 * 1024, origin=record)
@@ -76,10 +94,14 @@ class Answerer:
                 return await self._error(query_id, 0, f"invalid query: {exc.reason}")
             return None
         sent = _Sent()
+        span = trace.get_current_span()
+        span.set_attribute("eddy.query_id", query.query_id)
         try:
             return await self._answer(query, received, sent)
         except Exception as exc:  # noqa: BLE001 - boundary: every query gets exactly one terminal event
             log.exception("query %s failed", query.query_id)
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
             return await self._error(query.query_id, sent.deltas, f"{type(exc).__name__}: {exc}")
 
     async def _error(self, query_id: str, seq: int, reason: str) -> AnswerEvent:
@@ -90,17 +112,30 @@ class Answerer:
 
     async def _answer(self, query: Query, received: float, sent: _Sent) -> AnswerEvent:
         queue_ms = max(0.0, (received - query.occurred_at.timestamp()) * 1000.0)
-        top_k = query.options.top_k or self.settings.top_k
+        options = query.options
+        top_k = options.top_k or self.settings.top_k
         t0 = time.perf_counter()
+        store = await call_blocking(partial(self.collections.get, options.collection, create=False),
+                                    what=f"open collection {options.collection}", deadline_s=10.0)
         vector = await asyncio.to_thread(self.embedder.encode, [query.text])
-        hits: list[Hit] = (await call_blocking(
-            self.store.search, np.asarray(vector, dtype=np.float32), top_k, list(query.groups),
-            what="vector search", deadline_s=10.0,
+        ranked: list[Hit] = (await call_blocking(
+            store.search, np.asarray(vector, dtype=np.float32), max(top_k, options.retrieval_depth or 0),
+            list(query.groups), what="vector search", deadline_s=10.0,
         ))[0]
+        hits = ranked[:top_k]
+        retrieved = [Retrieved(doc_id=h.doc_id, chunk_id=h.chunk_id, score=round(h.score, 4))
+                     for h in ranked[:options.retrieval_depth or top_k]]
         t1 = time.perf_counter()
+        record_step(_tracer, "retrieve", t0, t1, attributes={
+            "eddy.collection": options.collection or self.settings.collection, "eddy.top_k": top_k,
+            "eddy.hits": len(ranked), "eddy.top_score": ranked[0].score if ranked else 0.0})
+        if not options.generate:
+            return await self._retrieval_only(query, retrieved, queue_ms, t1 - t0)
         used = fit_hits(hits)
         messages = build_messages(self.template, query.text, hits, [(turn.role, turn.text) for turn in query.history])
         t2 = time.perf_counter()
+        record_step(_tracer, "prompt", t1, t2, attributes={"eddy.prompt_version": self.template.version,
+                                                           "eddy.passages": len(used)})
         params = GenerationParams(
             max_new_tokens=query.options.max_tokens or self.settings.max_new_tokens,
             temperature=query.options.temperature, seed=query.options.seed,
@@ -129,6 +164,9 @@ class Answerer:
         if pending:
             await self._delta(query.query_id, sent, "".join(pending))
         text = "".join(pieces).strip()
+        record_step(_tracer, f"chat {self.generator.model_id}", t_gen, t_end, step_name="generate",
+                    kind=SpanKind.CLIENT, attributes=self._generation_attributes(params, stats, messages, text, (
+                        (first_token_at or t_end) - t0)))
         cited = sorted({int(n) for n in _CITE.findall(text) if 1 <= int(n) <= len(used)})
         final = AnswerEvent(
             query_id=query.query_id, kind="final", seq=sent.deltas, text=text,
@@ -137,6 +175,7 @@ class Answerer:
                          section=h.section, score=round(h.score, 4))
                 for h in used
             ],
+            retrieved=retrieved,
             usage=Usage(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens),
             timings=Timings(
                 queue_ms=round(queue_ms, 2), retrieve_ms=_ms(t1 - t0), prompt_ms=_ms(t2 - t1),
@@ -151,6 +190,51 @@ class Answerer:
                 "finish_reason": stats.finish_reason or "stop",
                 "grounded": "yes" if cited else "unknown",
             },
+        )
+        t_valid = time.perf_counter()
+        record_step(_tracer, "validate", t_end, t_valid, attributes={"eddy.cited": len(cited),
+                                                                      "eddy.grounded": bool(cited)})
+        with _tracer.start_as_current_span(
+            f"send {self.answers_topic}", kind=SpanKind.PRODUCER,
+            attributes={**messaging_attributes(self.answers_topic, operation="send", key=query.query_id),
+                        STEP: "publish"},
+        ):
+            await self.publisher.publish(self.answers_topic, query.query_id, final.to_bytes(), wait=True)
+        return final
+
+    def _generation_attributes(self, params: GenerationParams, stats: GenerationStats, messages: list,
+                               text: str, ttft_s: float) -> dict[str, object]:
+        """OpenTelemetry GenAI semantic-convention attributes of the generate span
+        (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/); prompt and completion
+        text only when ``tracing_capture_content`` is on."""
+        attrs: dict[str, object] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "eddy.in_process",
+            "gen_ai.request.model": self.generator.model_id,
+            "gen_ai.response.model": self.generator.model_id,
+            "gen_ai.request.max_tokens": params.max_new_tokens,
+            "gen_ai.request.temperature": params.temperature,
+            "gen_ai.usage.input_tokens": stats.prompt_tokens,
+            "gen_ai.usage.output_tokens": stats.completion_tokens,
+            "gen_ai.response.finish_reasons": (stats.finish_reason or "stop",),
+            "eddy.ttft_ms": _ms(ttft_s),
+        }
+        if params.seed is not None:
+            attrs["gen_ai.request.seed"] = params.seed
+        if self.settings.tracing_capture_content:
+            attrs["gen_ai.input.messages"] = json.dumps(messages, default=str)
+            attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": [
+                {"type": "text", "content": text}]}])
+        return attrs
+
+    async def _retrieval_only(
+        self, query: Query, retrieved: list[Retrieved], queue_ms: float, retrieve_s: float,
+    ) -> AnswerEvent:
+        final = AnswerEvent(
+            query_id=query.query_id, kind="final", seq=0, retrieved=retrieved, citations=[],
+            timings=Timings(queue_ms=round(queue_ms, 2), retrieve_ms=_ms(retrieve_s), prompt_ms=0.0, ttft_ms=0.0,
+                            generate_ms=0.0, total_ms=_ms(retrieve_s)),
+            pipeline_version=PIPELINE_VERSION, validation={"generated": "no"},
         )
         await self.publisher.publish(self.answers_topic, query.query_id, final.to_bytes(), wait=True)
         return final

@@ -1,7 +1,9 @@
 """Indexer agent: keeps Milvus equal to the newest version of every live document.
 
-Consumes ``docs.changes`` (DocumentChange, keyed by doc_id) in batches. Produces ``index.events``
-(one IndexEvent per processed change) and writes chunks + vectors to the vector store.
+Consumes ``docs.changes`` (DocumentChange, keyed by doc_id, or ``collection:doc_id`` when it names a
+collection) in batches. Produces ``index.events`` (one IndexEvent per processed change) and writes
+chunks + vectors to the change's collection (the default one unless the change names another;
+a named collection is created on first use with the worker's embedder and chunker).
 
 Delivery: at-least-once with idempotent effects. A batch's offsets are committed only after
 its Milvus writes returned (the store writes with strong consistency); chunk ids are
@@ -15,6 +17,15 @@ Failures: undecodable or invalid records (malformed JSON, schema, unknown op, ov
 empty document) go to ``dlq`` with the reason and the batch goes on. Vector-store outages
 (RetryableError) are retried with backoff without acknowledging the batch. A record whose
 processing fails permanently goes to ``dlq``.
+
+Tracing: the indexer batches many changes, each with its own trace (its ``traceparent``
+header, set where it was published). So that each change stays ONE trace from publish to its
+IndexEvent, every decoded change gets a CONSUMER span ``process <docs.changes>`` (child of the
+change's publish context, from the batch's start until its IndexEvent is published — the event
+carries that span's context), while the batch's step spans (``decode``, ``version_check``,
+``diff``, ``chunk``, ``embed``, ``upsert``, ``delete``) belong to one batch span ``index batch``
+that links to every change's context, and each change span links back to the batch span: a
+step shared by 64 changes is recorded once, not 64 times, and stays one click away from each.
 """
 
 from __future__ import annotations
@@ -24,8 +35,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
 from components.base import (
     Chunk,
@@ -36,14 +50,17 @@ from components.base import (
     StoredChunk,
     VectorStore,
 )
+from components.vectorstore import Collections
 from eddy.settings import Settings
 from schemas import DocumentChange, IndexEvent
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
+from streams.tracing import STEP, extract_context, messaging_attributes, step
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("eddy.indexer")
 
 #: JSON overhead allowed above the text limit before a record is called oversized.
 _ENVELOPE_BYTES = 64 * 1024
@@ -75,16 +92,17 @@ class Indexer:
     name = "indexer"
 
     def __init__(
-        self, settings: Settings, chunker: Chunker, embedder: Embedder, store: VectorStore,
+        self, settings: Settings, chunker: Chunker, embedder: Embedder, collections: Collections,
         publisher: Publisher, dead_letters: DeadLetters,
     ) -> None:
         self.settings = settings
         self.chunker = chunker
         self.embedder = embedder
-        self.store = store
+        self.collections = collections
         self.publisher = publisher
         self.dead_letters = dead_letters
         self.index_topic = settings.topic("index.events")
+        self._change_spans: dict[str, Span] = {}  # change id -> its open ``process`` span
 
     # ------------------------------------------------------------------ decoding
     async def _decode(self, record: RawRecord) -> DocumentChange | None:
@@ -94,8 +112,9 @@ class Indexer:
             size = len(change.text.encode())
             if size > limit:
                 raise DecodeError("oversized", f"document text is {size:,} bytes, above the maximum of {limit:,} bytes")
-            if record.key is not None and record.key.decode("utf-8", "replace") != change.doc_id:
-                raise DecodeError("schema", f"record key {record.key!r} differs from doc_id {change.doc_id!r}")
+            if record.key is not None and record.key.decode("utf-8", "replace") != change.record_key():
+                raise DecodeError("schema", f"record key {record.key!r} differs from {change.record_key()!r} "
+                                  "(doc_id, or collection:doc_id when the change names a collection)")
         except DecodeError as exc:
             await self.dead_letters.send(record, exc.error_type, exc.reason)
             return None
@@ -103,12 +122,31 @@ class Indexer:
 
     # ------------------------------------------------------------------ batch
     async def handle_batch(self, records: Sequence[RawRecord]) -> list[IndexEvent]:
-        """Apply a batch of ``docs.changes`` records; returns the IndexEvents published (in order)."""
+        """Apply a batch of ``docs.changes`` records; returns the IndexEvents published (in order).
+
+        Traced as described in the module docstring.
+        """
+        links = [trace.Link(ctx) for r in records
+                 if (ctx := trace.get_current_span(extract_context(r.headers)).get_span_context()).is_valid]
+        opened: list[str] = []
+        with _tracer.start_as_current_span("index batch", links=links, attributes={
+            STEP: "batch", "messaging.system": "kafka", "messaging.batch.message_count": len(records),
+        }):
+            try:
+                return await self._handle_batch(records, opened)
+            finally:
+                for change_id in opened:  # changes whose IndexEvent was not published (DLQ, failure)
+                    if (span := self._change_spans.pop(change_id, None)) is not None:
+                        span.end()
+
+    async def _handle_batch(self, records: Sequence[RawRecord], opened: list[str]) -> list[IndexEvent]:
         decoded: list[tuple[RawRecord, DocumentChange]] = []
-        for record in records:
-            change = await self._decode(record)
-            if change is not None:
-                decoded.append((record, change))
+        with step(_tracer, "decode", **{"messaging.batch.message_count": len(records)}):
+            for record in records:
+                change = await self._decode(record)
+                if change is not None:
+                    decoded.append((record, change))
+                    self._open_change_span(record, change, opened)
         if not decoded:
             return []
         try:
@@ -129,34 +167,61 @@ class Indexer:
 
     async def _apply(self, decoded: list[tuple[RawRecord, DocumentChange]]) -> list[IndexEvent]:
         events: list[IndexEvent] = []
-        newest: dict[str, tuple[RawRecord, DocumentChange]] = {}
+        newest: dict[tuple[str | None, str], tuple[RawRecord, DocumentChange]] = {}
         for record, change in decoded:
-            current = newest.get(change.doc_id)
+            key = (change.collection, change.doc_id)
+            current = newest.get(key)
             if current is None or change.version >= current[1].version:
                 if current is not None:
                     events.append(self._event(current[1], "superseded"))
-                newest[change.doc_id] = (record, change)
+                newest[key] = (record, change)
             else:
                 events.append(self._event(change, "superseded"))
         await self._publish(events)
-        for group in await self._prepare(list(newest.values()), events):
-            done = await self._write(group)
-            await self._publish(done)
-            events += done
+        by_collection: dict[str | None, list[tuple[RawRecord, DocumentChange]]] = {}
+        for item in newest.values():
+            by_collection.setdefault(item[1].collection, []).append(item)
+        for name, items in by_collection.items():
+            store = await call_blocking(partial(self.collections.get, name, create=True), what=f"open collection {name}")
+            for group in await self._prepare(store, items, events):
+                done = await self._write(store, group)
+                await self._publish(done)
+                events += done
         return events
+
+    def _open_change_span(self, record: RawRecord, change: DocumentChange, opened: list[str]) -> None:
+        change_id = str(change.event_id)
+        if change_id in self._change_spans:  # a batch retried one change at a time: keep the first span
+            return
+        self._change_spans[change_id] = _tracer.start_span(
+            f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER,
+            links=[trace.Link(trace.get_current_span().get_span_context())],
+            attributes={**messaging_attributes(record.topic, operation="process", partition=record.partition,
+                                               offset=record.offset, key=record.key, group=self.settings.group_id),
+                        STEP: "process", "eddy.doc_id": change.doc_id, "eddy.version": change.version},
+        )
+        opened.append(change_id)
 
     async def _publish(self, events: list[IndexEvent]) -> None:
         for event in events:
-            await self.publisher.publish(self.index_topic, event.doc_id, event.to_bytes())
+            span = self._change_spans.pop(event.change_id, None)
+            if span is None:
+                await self.publisher.publish(self.index_topic, event.doc_id, event.to_bytes())
+                continue
+            span.set_attributes({"eddy.index.status": event.status, "eddy.chunks_embedded": event.chunks_embedded,
+                                 "eddy.chunks_deleted": event.chunks_deleted, "eddy.lag_ms": event.lag_ms})
+            with trace.use_span(span, end_on_exit=True):  # the IndexEvent carries the change's trace
+                await self.publisher.publish(self.index_topic, event.doc_id, event.to_bytes())
         await self.publisher.flush()
 
     async def _prepare(
-        self, items: list[tuple[RawRecord, DocumentChange]], events: list[IndexEvent]
+        self, store: VectorStore, items: list[tuple[RawRecord, DocumentChange]], events: list[IndexEvent]
     ) -> list[list[_Plan]]:
         """Drop stale changes (their events are published at once), chunk and diff the rest, and
         group the plans so that each group embeds about ``embed_group_chunks`` chunks: a group's
         writes and IndexEvents land before the next group is embedded."""
-        states = await call_blocking(self.store.doc_states, [c.doc_id for _, c in items], what="read document states")
+        with step(_tracer, "version_check", **{"eddy.documents": len(items)}):
+            states = await call_blocking(store.doc_states, [c.doc_id for _, c in items], what="read document states")
         stale: list[IndexEvent] = []
         live: list[tuple[RawRecord, DocumentChange]] = []
         for record, change in items:
@@ -169,8 +234,10 @@ class Indexer:
         events += stale
         if not live:
             return []
-        stored = await call_blocking(self.store.stored_chunks, [c.doc_id for _, c in live], what="read stored chunks")
-        plans = await call_blocking(self._plan, live, stored, what="chunk documents")
+        with step(_tracer, "diff", **{"eddy.documents": len(live)}):  # the stored side of the chunk-id diff
+            stored = await call_blocking(store.stored_chunks, [c.doc_id for _, c in live], what="read stored chunks")
+        with step(_tracer, "chunk", **{"eddy.documents": len(live)}):  # chunk, then compare ids with ``stored``
+            plans = await call_blocking(self._plan, live, stored, what="chunk documents")
         groups: list[list[_Plan]] = [[]]
         size = 0
         for plan in plans:
@@ -181,29 +248,31 @@ class Indexer:
             size += len(plan.to_embed)
         return groups
 
-    async def _write(self, plans: list[_Plan]) -> list[IndexEvent]:
+    async def _write(self, store: VectorStore, plans: list[_Plan]) -> list[IndexEvent]:
         """Embed, upsert new chunks, delete stale ones, then record the document states (in that order)."""
         t0 = time.perf_counter()
-        vectors = await self._vectors_for(plans)
+        vectors = await self._vectors_for(store, plans)
         t1 = time.perf_counter()
         records = [
             self._record(plan.change, chunk, vectors[chunk.chunk_id])
             for plan in plans for chunk in plan.to_embed + plan.to_rewrite
         ]
         if records:
-            await call_blocking(self.store.upsert_chunks, records, what="upsert chunks")
+            with step(_tracer, "upsert", **{"eddy.chunks": len(records)}):
+                await call_blocking(store.upsert_chunks, records, what="upsert chunks")
         stale = [cid for plan in plans for cid in plan.stale_ids]
         if stale:
-            await call_blocking(self.store.delete_chunks, stale, what="delete stale chunks")
+            with step(_tracer, "delete", **{"eddy.chunks": len(stale)}):
+                await call_blocking(store.delete_chunks, stale, what="delete stale chunks")
         await call_blocking(
-            self.store.set_doc_states,
+            store.set_doc_states,
             [DocState(p.change.doc_id, p.change.version, p.change.op == "delete", p.change.source) for p in plans],
             what="write document states",
         )
         searchable_at = time.time()
         log.info(
-            "indexed %d documents: %d chunks embedded, %d rewritten, %d deleted (embed %.0f ms, write %.0f ms)",
-            len(plans), sum(len(p.to_embed) for p in plans), sum(len(p.to_rewrite) for p in plans), len(stale),
+            "indexed %d documents into %s: %d chunks embedded, %d rewritten, %d deleted (embed %.0f ms, write %.0f ms)",
+            len(plans), store.collection, sum(len(p.to_embed) for p in plans), sum(len(p.to_rewrite) for p in plans), len(stale),
             (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3,
         )
         events = []
@@ -238,18 +307,19 @@ class Indexer:
             ))
         return plans
 
-    async def _vectors_for(self, plans: list[_Plan]) -> dict[str, np.ndarray]:
+    async def _vectors_for(self, store: VectorStore, plans: list[_Plan]) -> dict[str, np.ndarray]:
         """Embed new chunks (each distinct text once, one batched call) and fetch stored vectors of rewritten ones."""
         vectors: dict[str, np.ndarray] = {}
         new = [c for p in plans for c in p.to_embed]
         if new:
             texts = list(dict.fromkeys(c.embed_text for c in new))
-            matrix = await call_blocking(self.embedder.encode, texts, what="embed chunks")
+            with step(_tracer, "embed", **{"eddy.texts": len(texts), "eddy.embedder": self.embedder.model_id}):
+                matrix = await call_blocking(self.embedder.encode, texts, what="embed chunks")
             by_text = dict(zip(texts, matrix, strict=True))
             vectors.update((c.chunk_id, by_text[c.embed_text]) for c in new)
         rewrite = [c.chunk_id for p in plans for c in p.to_rewrite]
         if rewrite:
-            vectors.update(await call_blocking(self.store.vectors, rewrite, what="read stored vectors"))
+            vectors.update(await call_blocking(store.vectors, rewrite, what="read stored vectors"))
         return vectors
 
     def _record(self, change: DocumentChange, chunk: Chunk, vector: np.ndarray) -> ChunkRecord:
@@ -266,6 +336,6 @@ class Indexer:
         return IndexEvent(
             doc_id=change.doc_id, version=change.version, change_id=str(change.event_id), status=status,
             chunks_total=total, chunks_embedded=embedded, chunks_deleted=deleted, chunks_unchanged=unchanged,
-            collection=self.settings.collection, embedder=self.embedder.model_id, chunker=self.chunker.config_id,
+            collection=change.collection or self.collections.default.collection, embedder=self.embedder.model_id, chunker=self.chunker.config_id,
             lag_ms=max(0.0, (now - change.occurred_at.timestamp()) * 1000.0),
         )

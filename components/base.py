@@ -134,6 +134,12 @@ class CollectionInfo:
 class VectorStore(Protocol):
     """Chunks, vectors and per-document state of one collection (Milvus in production)."""
 
+    collection: str
+
+    def exists(self) -> bool:
+        """Whether the collection exists (without creating it). RetryableError when unreachable."""
+        ...
+
     def start(self) -> None:
         """Connect and create the collections if missing.
 

@@ -55,6 +55,7 @@ from components.base import (
     PermanentError,
     RetryableError,
     StoredChunk,
+    VectorStore,
 )
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,11 @@ class MilvusVectorStore:
     @property
     def _config(self) -> dict[str, str]:
         return {"embedder": self.embedder_id, "dim": str(self.dim), "chunker": self.chunker_id}
+
+    def exists(self) -> bool:
+        """Whether the chunk collection exists (connects; creates nothing)."""
+        client = self.connect()
+        return bool(self._call("check collection", client.has_collection, self.collection))
 
     def start(self) -> None:
         """Connect, create both collections if missing, check their configuration and load them.
@@ -552,6 +558,50 @@ class MilvusVectorStore:
                    uri=entity.get("uri", ""), title=entity.get("title", ""), score=float(h.get("distance")))
 
 
+# --------------------------------------------------------------------------- collections of a worker
+class UnknownCollectionError(PermanentError):
+    """A query named a collection that does not exist."""
+
+
+class Collections:
+    """A worker's vector stores by collection name (collections are namespaces of documents that
+    changes and queries name; unset = the default collection).
+
+    ``default``: the started store of the worker's default collection. ``open_store(name)``: an
+    unstarted store for another collection (same embedder, dim and chunker). ``get`` is blocking
+    (it may create and load a collection): call it from a worker thread. Thread-safe.
+    """
+
+    def __init__(self, default: VectorStore, open_store: Callable[[str], VectorStore]) -> None:
+        self.default = default
+        self._open = open_store
+        self._stores: dict[str, VectorStore] = {default.collection: default}
+        self._lock = threading.Lock()
+
+    def get(self, name: str | None, *, create: bool) -> VectorStore:
+        """The started store of ``name`` (None = default). ``create=False`` raises UnknownCollectionError
+        for a collection that does not exist (queries never create collections); ConfigMismatchError
+        when it was built with another embedder, dim or chunker."""
+        if name is None:
+            return self.default
+        with self._lock:
+            store = self._stores.get(name)
+            if store is None:
+                store = self._open(name)
+                if not create and not store.exists():
+                    raise UnknownCollectionError(f"collection {name!r} does not exist")
+                store.start()
+                self._stores[name] = store
+                log.info("opened collection %s", name)
+            return store
+
+    def close(self) -> None:
+        with self._lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()
+
+
 # --------------------------------------------------------------------------- module functions
 @contextlib.contextmanager
 def _session(uri: str, what: str, timeout_s: float = 20.0) -> Iterator[Any]:
@@ -657,6 +707,9 @@ class InMemoryVectorStore:
         if self._col is None:
             raise PermanentError("InMemoryVectorStore used before start()")
         return self._col
+
+    def exists(self) -> bool:
+        return self.collection in self.server
 
     def start(self) -> None:
         with self._lock:

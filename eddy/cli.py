@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def _agents(value: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------ stack
 @cli.command()
-@click.option("--agents", default="indexer,answerer", show_default=True, help="Agents the worker hosts.")
+@click.option("--agents", default="indexer,answerer,monitor,curator", show_default=True, help="Agents the worker hosts.")
 @click.pass_context
 def up(ctx: click.Context, agents: str) -> None:
     """Start the embedded stack: Kafka (KRaft), Milvus Lite server, Eddy worker. Idempotent."""
@@ -90,7 +91,7 @@ def down(ctx: click.Context) -> None:
 
 
 @cli.command(hidden=False)
-@click.option("--agents", default="indexer,answerer", show_default=True, help="Agents to host.")
+@click.option("--agents", default="indexer,answerer,monitor,curator", show_default=True, help="Agents to host.")
 @click.pass_context
 def worker(ctx: click.Context, agents: str) -> None:
     """Run a worker in the foreground (what `eddy up` starts in the background)."""
@@ -203,14 +204,24 @@ def topics(ctx: click.Context, as_json: bool) -> None:
 
 
 # ------------------------------------------------------------------------------ ingest
+def _collection(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a Milvus collection name (letters, digits, underscores; not starting with a digit)."""
+    from schemas.documents import COLLECTION_PATTERN
+
+    if value is not None and not re.match(COLLECTION_PATTERN, value):
+        raise click.BadParameter(f"{value!r}: letters, digits and underscores, not starting with a digit")
+    return value
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=False)
 
 
 def run_ingest(settings: Settings, files: list, *, source: str, acl: tuple[str, ...], wait: bool,
-               quiet: bool = False):
-    """Publish ``files`` as changes of ``source`` (plus deletes), optionally wait until indexed."""
+               collection: str | None = None):
+    """Publish ``files`` as changes of ``source`` (plus deletes) into ``collection`` (None = the default),
+    optionally wait until indexed."""
     import time
 
     from components.vectorstore import read_live_doc_ids
@@ -220,7 +231,7 @@ def run_ingest(settings: Settings, files: list, *, source: str, acl: tuple[str, 
     client = EddyClient.from_settings(settings)
     result = IngestResult(source=source)
     started = time.perf_counter()
-    live = set(read_live_doc_ids(settings.milvus_address, settings.collection, source))
+    live = set(read_live_doc_ids(settings.milvus_address, collection or settings.collection, source))
     start = client.end_offsets("index.events")
     with _progress() as progress:
         bar = progress.add_task(f"publishing {source}", total=len(files) + len(live - {f.doc_id for f in files}))
@@ -228,6 +239,7 @@ def run_ingest(settings: Settings, files: list, *, source: str, acl: tuple[str, 
             client, files, source=source, acl=acl, live_doc_ids=live,
             on_published=lambda _c: progress.advance(bar),
             on_skipped=lambda msg: (progress.advance(bar), err.print(f"[yellow]skipped[/yellow] {msg}")),
+            collection=collection,
         )
         result.documents = sum(c.op == "upsert" for c in changes)
         result.deletes = sum(c.op == "delete" for c in changes)
@@ -246,11 +258,13 @@ def run_ingest(settings: Settings, files: list, *, source: str, acl: tuple[str, 
               help="Name of this set of documents; documents of the source missing from PATHS are deleted.")
 @click.option("--acl", default="", help="Comma-separated groups allowed to read these documents (default: public).")
 @click.option("--python-docs", is_flag=True, help="Ingest Debian's python3.11-doc reST sources (497 files), source 'python-docs'.")
+@click.option("--collection", callback=_collection, default=None,
+              help="Collection to index into (default EDDY_COLLECTION); created on first use.")
 @click.option("--wait", is_flag=True, help="Wait until every change is indexed and print the totals.")
 @click.option("--json", "as_json", is_flag=True, help="Print the totals as one JSON object.")
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[Path, ...], source: str, acl: str, python_docs: bool, wait: bool,
-           as_json: bool) -> None:
+def ingest(ctx: click.Context, paths: tuple[Path, ...], source: str, acl: str, python_docs: bool,
+           collection: str | None, wait: bool, as_json: bool) -> None:
     """Publish files under PATHS as document upserts (.rst, .rst.txt, .md, .txt, .html)."""
     from eddy.ingest import collect_files, python_docs_files
 
@@ -269,7 +283,13 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], source: str, acl: str, p
         for problem in problems:
             err.print(f"[red]error[/red] {problem}")
     groups = tuple(g.strip() for g in acl.split(",") if g.strip())
-    result = run_ingest(settings, files, source=source, acl=groups, wait=wait)
+    from streams.tracing import configure_tracing
+
+    tracing = configure_tracing(settings, "eddy-cli")  # each change's trace starts at its publish
+    try:
+        result = run_ingest(settings, files, source=source, acl=groups, wait=wait, collection=collection)
+    finally:
+        tracing.shutdown()
     totals = result.totals()
     if as_json:
         click.echo(json.dumps(totals))
@@ -327,24 +347,32 @@ def render_final(event) -> None:
 @click.option("--groups", default="", help="Comma-separated groups of the user (ACL filter).")
 @click.option("--top-k", type=click.IntRange(1, 100), default=None, help="Chunks to retrieve (default EDDY_TOP_K).")
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=None, help="Answer length budget in tokens.")
+@click.option("--collection", callback=_collection, default=None,
+              help="Collection to search (default EDDY_COLLECTION); e.g. one `eddy eval` built.")
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print every answer event as one JSON line.")
 @click.pass_context
 def ask(ctx: click.Context, question: str, user: str, groups: str, top_k: int | None, max_tokens: int | None,
-        timeout_s: float, as_json: bool) -> None:
+        collection: str | None, timeout_s: float, as_json: bool) -> None:
     """Publish QUESTION as a Query and stream its answer (deltas, then citations and timings)."""
     from streams.client import EddyClient, EddyClientError
 
     if not question.strip():
         raise click.BadParameter("the question is empty", param_hint="QUESTION")
-    client = EddyClient.from_settings(_settings(ctx))
+    from streams.tracing import configure_tracing
+
+    settings = _settings(ctx)
+    tracing = configure_tracing(settings, "eddy-cli")  # the query's trace starts here
+    client = EddyClient.from_settings(settings)
     stream = client.ask(question, user_id=user, groups=[g for g in groups.split(",") if g],
-                        top_k=top_k, max_tokens=max_tokens, timeout_s=timeout_s)
+                        top_k=top_k, max_tokens=max_tokens, collection=collection, timeout_s=timeout_s)
     try:
         final = asyncio.run(print_answer_stream(stream, as_json))
     except EddyClientError as exc:
         err.print(f"[red]{exc}[/red]")
         sys.exit(1)
+    finally:
+        tracing.shutdown()
     if not as_json:
         render_final(final)
     if final.kind == "error":
@@ -376,6 +404,199 @@ def schemas_export(ctx: click.Context, directory: Path) -> None:
 @cli.group()
 def datasets() -> None:
     """Evaluation and training datasets: build from sources, export vetted snapshots."""
+
+
+@datasets.command("build")
+@click.argument("name", type=click.Choice(["python-faq"]))
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.pass_context
+def datasets_build(ctx: click.Context, name: str, out_dir: Path) -> None:
+    """Build dataset NAME into OUT_DIR in the BEIR layout (corpus.jsonl, queries.jsonl, qrels.tsv,
+    answers.jsonl).
+
+    python-faq: every section of Debian's python3.11-doc is a document; the Python FAQ's questions
+    are the queries, each relevant to its own answer section (whose text is the reference answer).
+    """
+    from eddy.python_docs import ensure_python_docs
+    from pipelines.datasets import build_python_faq, write_dataset
+
+    settings = _settings(ctx)
+    with console.status("fetching Debian's python3.11-doc (apt-get download + dpkg-deb -x)…"):
+        sources = ensure_python_docs(settings.home / "data")
+    with console.status("splitting the documentation into sections…"):
+        faq = build_python_faq(sources)
+        write_dataset(out_dir, faq.corpus, faq.queries, faq.qrels, faq.answers)
+    console.print(f"{name}: {len(faq.corpus):,} documents, {len(faq.queries)} queries with reference answers "
+                  f"-> {out_dir}")
+
+
+@datasets.command("export")
+@click.argument("name", type=click.Choice(["eval", "train"]))
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+def datasets_export(ctx: click.Context, name: str, out_dir: Path, as_json: bool) -> None:
+    """Snapshot the vetted dataset NAME (topic datasets.NAME) into OUT_DIR/NAME-<hash>/: records.jsonl
+    and manifest.json (content hash, record counts, time range, scrubber and filter versions)."""
+    from pipelines.snapshot import export_snapshot
+    from streams.client import EddyClient
+
+    client = EddyClient.from_settings(_settings(ctx))
+    with console.status(f"reading {client.topic('datasets.' + name)}…") as status:
+        count = 0
+
+        def tick() -> None:
+            nonlocal count
+            count += 1
+            if count % 500 == 0:
+                status.update(f"reading {client.topic('datasets.' + name)}… {count:,} records")
+
+        snapshot = export_snapshot(client, name, out_dir, on_record=tick)
+    m = snapshot.manifest
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    console.print(f"{m['version']}: {m['records']:,} records {m['ratings']} -> {snapshot.path}")
+    console.print(f"[dim]sha256 {m['content_sha256']} · feedback {m['time_range']['first_feedback_at']} … "
+                  f"{m['time_range']['last_feedback_at']}[/dim]")
+
+
+# ------------------------------------------------------------------------------ feedback
+@cli.command()
+@click.argument("query_id")
+@click.option("--up/--down", "up", default=None, help="Rate the answer to QUERY_ID (one of the two is required).")
+@click.option("--comment", default="", help="Free text about the answer.")
+@click.option("--share", is_flag=True,
+              help="Share the conversation for analysis: after PII scrubbing and filtering it may join the "
+                   "evaluation and training datasets.")
+@click.option("--user", default="", help="User id.")
+@click.pass_context
+def feedback(ctx: click.Context, query_id: str, up: bool | None, comment: str, share: bool, user: str) -> None:
+    """Rate the answer to QUERY_ID (`eddy ask --json` prints it) with --up or --down."""
+    from pydantic import ValidationError
+
+    from streams.client import EddyClient
+
+    if up is None:
+        raise click.UsageError("give --up or --down")
+    client = EddyClient.from_settings(_settings(ctx))
+    try:
+        event = client.publish_feedback(query_id, "up" if up else "down", comment=comment, share=share, user_id=user)
+    except ValidationError as exc:
+        from streams.codec import describe
+
+        raise click.BadParameter(describe(exc)) from exc
+    client.flush(10.0)
+    console.print(f"feedback {event.event_id} on {query_id}: {event.rating}"
+                  + (", shared for curation" if share else ""))
+
+
+# ------------------------------------------------------------------------------ eval
+class _Bars:
+    """pipelines.evaluate.Reporter drawing one rich progress bar (with ETA) per phase."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, object] = {}
+
+    def start(self, task: str, total: int) -> None:
+        self.tasks[task] = self.progress.add_task(task, total=total)
+
+    def advance(self, task: str, n: int = 1) -> None:
+        self.progress.advance(self.tasks[task], n)
+
+
+@cli.command("eval")
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Dataset directory in the BEIR layout (see `eddy datasets build`).")
+@click.option("--collection", callback=_collection, default=None,
+              help="Collection to index the corpus into (default eval_<dataset name>).")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Evaluate a fixed sample of N queries (drawn with --seed) instead of all.")
+@click.option("--answers", is_flag=True, help="Generate answers too and score them (token F1, ROUGE-L, judge, latency).")
+@click.option("--judge/--no-judge", default=True, show_default=True,
+              help="With --answers: grade with the LLM judge (EDDY_JUDGE_MODEL, EDDY_JUDGE_URL).")
+@click.option("--out", "out_root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Output root; each run writes a directory in it [default: $EDDY_HOME/eval].")
+@click.option("--depth", type=click.IntRange(1, 1000), default=200, show_default=True,
+              help="Chunks retrieved per query for the retrieval metrics (documents ranked by their best chunk).")
+@click.option("--max-tokens", type=click.IntRange(1, 4096), default=None, help="Answer budget (default EDDY_MAX_NEW_TOKENS).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
+@click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True,
+              help="Give up when no index event or answer arrived for this many seconds.")
+@click.pass_context
+def eval_(ctx: click.Context, dataset_dir: Path, collection: str | None, limit: int | None, answers: bool,
+          judge: bool, out_root: Path | None, depth: int, max_tokens: int | None, seed: int, timeout_s: float) -> None:
+    """Measure retrieval (nDCG@10, MRR@10, Recall@1/5/10/100) and, with --answers, answer quality of the
+    live pipeline on a dataset: the corpus goes through docs.changes into its own collection, every
+    query through queries/answers. Writes report.json, report.md and plots to a new directory under
+    --out and compares with the previous report there. Starts the embedded stack if it is not up.
+    """
+    from eddy.stack import Stack
+    from pipelines.datasets import DatasetError, load_dataset
+    from pipelines.evaluate import EvalConfig, check_config, run_eval
+    from pipelines.judge import build_judge
+
+    settings = _settings(ctx)
+    config = EvalConfig(dataset=dataset_dir, out=out_root or settings.home / "eval", collection=collection,
+                        limit=limit, answers=answers, depth=depth, seed=seed, max_tokens=max_tokens,
+                        idle_timeout_s=timeout_s)
+    try:
+        dataset = load_dataset(dataset_dir)
+        check_config(dataset, config)
+    except DatasetError as exc:
+        err.print(f"[red]eddy eval: invalid dataset:[/red] {escape(str(exc))}")
+        sys.exit(2)
+    with console.status("starting the stack (if it is not up)…"):
+        Stack(settings).up()
+    grader = None
+    if answers and judge:
+        with console.status(f"loading the judge {settings.judge_model}…"):
+            grader = build_judge(settings)
+    try:
+        with _progress() as progress:
+            report, run_dir, table = run_eval(settings, dataset, config, grader, _Bars(progress))
+    except DatasetError as exc:
+        err.print(f"[red]eddy eval: invalid dataset:[/red] {escape(str(exc))}")
+        sys.exit(2)
+    out = Table("metric", "previous", "current", "delta", title=f"{dataset.name} — run {report['run_id']}"
+                + (f" vs {report['previous_run_id']}" if report["previous_run_id"] else " (no previous run)"))
+    for label, before, now, delta in table:
+        colour = "" if delta is None or delta == 0 else ("green" if (delta > 0) != label.endswith("ms") else "red")
+        out.add_row(label, "–" if before is None else f"{before:.4g}", "–" if now is None else f"{now:.4g}",
+                    "" if delta is None else f"[{colour}]{delta:+.4g}[/{colour}]" if colour else f"{delta:+.4g}")
+    console.print(out)
+    ingest = report["ingest"]
+    console.print(f"corpus: {ingest['documents']:,} documents, {ingest['chunks_embedded']:,} chunks embedded, "
+                  f"{ingest['chunks_unchanged']:,} unchanged; {report['dataset']['queries_evaluated']} queries; "
+                  f"{report['elapsed_s']['total']} s in all")
+    console.print(f"report: {run_dir / 'report.md'}")
+
+
+# ------------------------------------------------------------------------------ dashboard
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port on 127.0.0.1 (default EDDY_DASHBOARD_PORT, 19465).")
+@click.option("--monitor", "monitor", default=None, metavar="URL",
+              help="The monitor's base URL (default http://EDDY_MONITOR_HOST:EDDY_MONITOR_PORT).")
+@click.pass_context
+def dashboard(ctx: click.Context, port: int | None, monitor: str | None) -> None:
+    """Serve the live dashboard on loopback: throughput, latency per step, TTFT, tokens and cost,
+    freshness and consumer lag, errors/DLQ, feedback, alerts and the latest traces.
+
+    The worker's monitor agent (`eddy up` starts it) computes the figures; this page polls it.
+    """
+    from eddy.dashboard import monitor_url, serve_dashboard
+
+    settings = _settings(ctx)
+    port = port or settings.dashboard_port
+    console.print(f"dashboard on [bold]http://127.0.0.1:{port}/[/bold] (monitor {monitor or monitor_url(settings)}); "
+                  "Ctrl-C stops it")
+    try:
+        serve_dashboard(settings, port, monitor)
+    except OSError as exc:
+        err.print(f"[red]cannot serve on 127.0.0.1:{port}: {escape(str(exc))}[/red] (choose another --port)")
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------ demo

@@ -129,9 +129,10 @@ def python_docs_files(sources_dir: Path) -> list[SourceFile]:
 def publish(
     client: EddyClient, files: Iterable[SourceFile], *, source: str, acl: Sequence[str],
     live_doc_ids: set[str], on_published: Callable[[DocumentChange], None] | None = None,
-    on_skipped: Callable[[str], None] | None = None,
+    on_skipped: Callable[[str], None] | None = None, collection: str | None = None,
 ) -> tuple[list[DocumentChange], list[str]]:
-    """Publish an upsert per readable file and a delete per live doc of ``source`` no longer listed.
+    """Publish an upsert per readable file and a delete per live doc of ``source`` no longer listed,
+    into ``collection`` (None = the worker's default collection).
 
     Returns (changes published, skipped-file messages). Delivery is awaited (``flush``).
     """
@@ -148,12 +149,13 @@ def publish(
             continue
         seen.add(f.doc_id)
         change = client.publish_document(f.doc_id, text, title=f.title, uri=f.uri, source=source,
-                                         content_type=f.content_type, acl=acl, version=new_version())
+                                         content_type=f.content_type, acl=acl, version=new_version(),
+                                         collection=collection)
         changes.append(change)
         if on_published:
             on_published(change)
     for doc_id in sorted(live_doc_ids - seen):
-        change = client.delete_document(doc_id, source=source)
+        change = client.delete_document(doc_id, source=source, collection=collection)
         changes.append(change)
         if on_published:
             on_published(change)

@@ -6,11 +6,14 @@ Every field can be set as ``EDDY_<NAME>`` (for example ``EDDY_KAFKA_PORT=29092``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.alerts import AlertRule, ModelPrice
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +67,77 @@ class Settings(BaseSettings):
     # --- observability -----------------------------------------------------------------------
     log_level: str = Field("INFO", description="worker log level")
 
+    # --- tracing, monitoring, dashboard ------------------------------------------------------
+    tracing: bool = Field(True, description="export OpenTelemetry spans of every step to the `traces` topic")
+    tracing_capture_content: bool = Field(
+        False, description="put prompt and completion text on generation spans (off: they may hold personal data)"
+    )
+    tracing_otlp_endpoint: str | None = Field(None, description="also export spans over OTLP/gRPC to this collector")
+    tracing_queue_size: int = Field(4096, ge=1, description="spans buffered in-process before the exporter drops")
+    tracing_export_delay_ms: int = Field(500, ge=1, description="spans are exported in batches every this many ms")
+    tracing_buffer_messages: int = Field(
+        10_000, ge=1, description="trace records queued for Kafka before the exporter drops (never blocks)"
+    )
+    monitor_host: str = Field("127.0.0.1", description="the monitor's /metrics and /api/state listen here")
+    monitor_port: int = Field(19464, description="the monitor's HTTP port (Prometheus scrapes /metrics)")
+    monitor_window_s: float = Field(300.0, gt=0, description="sliding window of the monitor's rates and percentiles")
+    monitor_tick_s: float = Field(2.0, gt=0, description="alert rules evaluated and history sampled every this many s")
+    monitor_lag_interval_s: float = Field(10.0, gt=0, description="consumer lag per group polled every this many s")
+    drift_reference_size: int = Field(200, ge=10, description="top retrieval scores in the drift reference window")
+    drift_recent_size: int = Field(50, ge=10, description="top retrieval scores in the drift recent window")
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: {
+            "Qwen2.5-Coder-0.5B-Instruct*": ModelPrice(input_usd_per_mtok=0.02, output_usd_per_mtok=0.06),
+            "SmolLM2-135M-Instruct*": ModelPrice(input_usd_per_mtok=0.01, output_usd_per_mtok=0.03),
+        },
+        description="USD per million input/output tokens by model (glob on AnswerEvent.model); "
+        "defaults are notional in-process compute prices, set your provider's",
+    )
+    alert_rules: list[AlertRule] = Field(
+        default_factory=lambda: [
+            AlertRule(name="ttft_p95_slo", metric="ttft_p95_ms", threshold=3000, for_s=300, severity="warning",
+                      description="p95 time to first token above the 3 s SLO for 5 minutes"),
+            AlertRule(name="error_rate", metric="error_rate", threshold=0.05, for_s=300, severity="critical",
+                      description="more than 5% of queries end in an error answer"),
+            AlertRule(name="dlq_growth", metric="dlq_per_min", threshold=1, for_s=300, severity="warning",
+                      description="dead letters arriving faster than 1 per minute"),
+            AlertRule(name="freshness_lag", metric="freshness_lag_p95_ms", threshold=60_000, for_s=300,
+                      description="p95 change-published-to-searchable above one minute"),
+            AlertRule(name="consumer_lag", metric="consumer_lag_max", threshold=1000, for_s=300,
+                      description="a consumer group is more than 1000 records behind"),
+            AlertRule(name="retrieval_score_drift", metric="retrieval_score_drift_ks", threshold=0.3, for_s=600,
+                      description="two-sample Kolmogorov-Smirnov statistic of top retrieval scores, recent vs "
+                      "reference window, above 0.3"),
+        ],
+        description="alert rules (JSON list of AlertRule)",
+    )
+    dashboard_port: int = Field(19465, description="`eddy dashboard` serves on 127.0.0.1 at this port")
+
+    # --- feedback curation --------------------------------------------------------------------
+    scrub_key: str | None = Field(
+        None, repr=False,
+        description="HMAC key of the PII pseudonyms (>= 16 chars); unset = a random key kept in home/secrets/scrub.key",
+    )
+    scrub_timeout_s: float = Field(10.0, gt=0, description="a scrub batch taking longer is rejected (fail closed)")
+    scrub_internal_domains: str = Field("", description="comma-separated extra internal host-name suffixes to scrub")
+    curator_batch_max: int = Field(32, ge=1, description="records taken from Kafka per curator batch")
+    curator_batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a curator batch, seconds")
+    curator_min_query_chars: int = Field(10, ge=1, description="shorter questions are rejected as too_short")
+    curator_flood_per_hour: int = Field(
+        30, ge=1, description="shared feedbacks one user may send per hour (per worker) before they are rejected as flood"
+    )
+    curator_duplicate_similarity: float = Field(
+        0.95, gt=0, le=1, description="cosine similarity to a vetted question above which a record is a near-duplicate"
+    )
+
+    # --- evaluation ---------------------------------------------------------------------------
+    judge_model: str = Field(
+        "qwen2.5-coder-0.5b",
+        description="LLM-as-judge of `eddy eval --answers`: a model name at judge_url, or without judge_url a local generator",
+    )
+    judge_url: str | None = Field(None, description="OpenAI-compatible base URL of the judge (e.g. http://host:8000/v1)")
+    judge_api_key: str | None = Field(None, description="bearer token for judge_url, when it needs one")
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
@@ -83,8 +157,8 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """These settings as ``EDDY_*`` variables, so a child process (the worker) rebuilds the same object."""
         return {
-            f"EDDY_{name.upper()}": str(value)
-            for name, value in self.model_dump().items()
+            f"EDDY_{name.upper()}": json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            for name, value in self.model_dump(mode="json").items()
             if value is not None
         }
 

@@ -10,14 +10,18 @@ from schemas.base import Event
 
 ContentType = Literal["text/plain", "text/markdown", "text/x-rst", "text/html"]
 
+#: Milvus collection names: a letter or underscore, then letters, digits, underscores.
+COLLECTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
 
 class DocumentChange(Event):
-    """A document was created/updated (``upsert``) or removed (``delete``). Keyed by ``doc_id``.
+    """A document was created/updated (``upsert``) or removed (``delete``). Keyed by :meth:`record_key`.
 
     ``version`` is monotonic per document: the indexer ignores a change whose version is
     not newer than the newest it has applied. ``acl`` lists the groups allowed to read the
     document; empty means public. ``text`` is required for ``upsert`` and must be empty for
-    ``delete``.
+    ``delete``. ``collection`` names the collection (a namespace of documents that queries can
+    target) the document belongs to; unset = the worker's default collection (``EDDY_COLLECTION``).
     """
 
     op: Literal["upsert", "delete"]
@@ -30,6 +34,14 @@ class DocumentChange(Event):
     content_type: ContentType = "text/plain"
     acl: list[str] = Field(default_factory=list, description="groups allowed to read; empty = public")
     metadata: dict[str, str] = Field(default_factory=dict)
+    collection: str | None = Field(
+        None, pattern=COLLECTION_PATTERN, description="target collection; unset = the worker's default collection"
+    )
+
+    def record_key(self) -> str:
+        """Kafka key of this change: ``doc_id``, or ``<collection>:<doc_id>`` when a collection is named,
+        so that compaction of ``docs.changes`` keeps the newest change per document per collection."""
+        return self.doc_id if self.collection is None else f"{self.collection}:{self.doc_id}"
 
     @model_validator(mode="after")
     def _check_op(self) -> DocumentChange:

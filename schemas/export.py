@@ -5,7 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas import AnswerEvent, DeadLetter, DocumentChange, Feedback, IndexEvent, Query
+from schemas import (
+    Alert,
+    AnswerEvent,
+    DeadLetter,
+    DocumentChange,
+    EvalRecord,
+    Feedback,
+    IndexEvent,
+    Query,
+    Rejection,
+    ScrubAudit,
+    TrainRecord,
+)
 
 EXPORTED = {
     "DocumentChange": DocumentChange,
@@ -13,7 +25,12 @@ EXPORTED = {
     "Query": Query,
     "AnswerEvent": AnswerEvent,
     "Feedback": Feedback,
+    "EvalRecord": EvalRecord,
+    "TrainRecord": TrainRecord,
+    "Rejection": Rejection,
+    "ScrubAudit": ScrubAudit,
     "DeadLetter": DeadLetter,
+    "Alert": Alert,
 }
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Event
+from schemas.documents import COLLECTION_PATTERN
 
 
 class _Part(BaseModel):
@@ -19,7 +20,16 @@ class HistoryTurn(_Part):
 
 
 class QueryOptions(_Part):
-    top_k: int | None = Field(None, ge=1, le=100, description="chunks to retrieve; default from settings")
+    top_k: int | None = Field(None, ge=1, le=100, description="chunks given to the prompt; default from settings")
+    collection: str | None = Field(
+        None, pattern=COLLECTION_PATTERN, description="collection to search; unset = the worker's default collection"
+    )
+    retrieval_depth: int | None = Field(
+        None, ge=1, le=1000,
+        description="chunks to retrieve and report, ranked, in the final event's `retrieved` (for evaluation); "
+                    "default top_k; the prompt still gets the best top_k",
+    )
+    generate: bool = Field(True, description="false = retrieval only: the final event carries `retrieved`, no text")
     pipeline: str = Field("default", description="pipeline variant")
     max_tokens: int | None = Field(None, ge=1, le=4096, description="max new tokens; default from settings")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding")
@@ -53,6 +63,14 @@ class Citation(_Part):
     score: float = Field(description="similarity of the chunk to the query (cosine, higher is closer)")
 
 
+class Retrieved(_Part):
+    """One retrieved chunk, in rank order (before any prompt-budget cut)."""
+
+    doc_id: str
+    chunk_id: str
+    score: float = Field(description="similarity to the query (cosine, higher is closer)")
+
+
 class Usage(_Part):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
@@ -82,6 +100,9 @@ class AnswerEvent(Event):
     seq: int = Field(ge=0)
     text: str = ""
     citations: list[Citation] | None = None
+    retrieved: list[Retrieved] | None = Field(
+        None, description="on final: every chunk retrieved (retrieval_depth of them at most), best first"
+    )
     usage: Usage | None = None
     timings: Timings | None = None
     model: str | None = None

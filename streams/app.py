@@ -14,19 +14,25 @@ from pathlib import Path
 
 import faust
 
+from components.vectorstore import Collections
 from eddy.settings import Settings
 from streams.admin import ensure_topics
 from streams.dlq import DeadLetters
 from streams.records import RawRecord
+from streams.tracing import Tracing, configure_tracing, inject_headers
 
 log = logging.getLogger(__name__)
 
-AGENTS = ("indexer", "answerer")
+AGENTS = ("indexer", "answerer", "monitor", "curator")
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
 class FaustPublisher:
-    """Publisher on the app's producer (aiokafka, acks=all). ``wait`` awaits the broker's ack."""
+    """Publisher on the app's producer (aiokafka, acks=all). ``wait`` awaits the broker's ack.
+
+    Every record carries the W3C trace context of the span current at ``publish`` in its
+    ``traceparent`` header (none when no span is recording), so output joins its input's trace.
+    """
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
@@ -34,7 +40,7 @@ class FaustPublisher:
     async def publish(self, topic: str, key: str | None, value: bytes, *, wait: bool = False) -> None:
         future = await self.app.send(
             topic, key=key.encode() if key is not None else None, value=value,
-            key_serializer="raw", value_serializer="raw",
+            key_serializer="raw", value_serializer="raw", headers=inject_headers() or None,
         )
         if wait:
             await future
@@ -83,7 +89,7 @@ class Components:
     chunker: object
     index_embedder: object
     query_embedder: object
-    store: object
+    collections: Collections
     generator: object
 
 
@@ -102,21 +108,28 @@ def build_components(settings: Settings, *, agents: Sequence[str]) -> Components
         SentenceTransformerEmbedder(settings.embedder_model, 1, settings.embedder_dtype)
         if "answerer" in agents else index_embedder
     )
-    store = MilvusVectorStore(settings.milvus_address, settings.collection, index_embedder.dim,
-                              index_embedder.model_id, chunker.config_id)
+    def open_store(name: str) -> MilvusVectorStore:
+        return MilvusVectorStore(settings.milvus_address, name, index_embedder.dim, index_embedder.model_id,
+                                 chunker.config_id)
+
+    collections = Collections(open_store(settings.collection), open_store)
     generator = build_generator(settings.generator, settings.home / "models") if "answerer" in agents else None
-    return Components(chunker, index_embedder, query_embedder, store, generator)
+    return Components(chunker, index_embedder, query_embedder, collections, generator)
 
 
 def start_components(components: Components) -> None:
     for part in (components.index_embedder, components.query_embedder, components.generator):
         if part is not None:
             part.start()
-    components.store.start()
+    components.collections.default.start()
 
 
-def register_agents(app: faust.App, settings: Settings, components: Components, agents: Sequence[str]) -> None:
-    """Register the chosen agents on ``app``, each on its input topic (raw bytes in, raw bytes out)."""
+def register_agents(app: faust.App, settings: Settings, components: Components, agents: Sequence[str],
+                    tracing: Tracing | None = None) -> None:
+    """Register the chosen agents on ``app``, each on its input topic (raw bytes in, raw bytes out).
+
+    ``tracing`` (this process's set-up) lets the monitor expose the span exporter's drop counts.
+    """
     from agents.answerer import Answerer
     from agents.indexer import Indexer
 
@@ -131,7 +144,7 @@ def register_agents(app: faust.App, settings: Settings, components: Components, 
                          partitions=None, internal=False)
 
     if "indexer" in agents:
-        indexer = Indexer(settings, components.chunker, components.index_embedder, components.store,
+        indexer = Indexer(settings, components.chunker, components.index_embedder, components.collections,
                           publisher, DeadLetters(publisher, dlq_topic, "indexer"))
 
         async def index(stream: faust.StreamT) -> None:
@@ -141,7 +154,7 @@ def register_agents(app: faust.App, settings: Settings, components: Components, 
         app.agent(topic("docs.changes"), name="eddy.indexer")(index)
 
     if "answerer" in agents:
-        answerer = Answerer(settings, components.query_embedder, components.store, components.generator,
+        answerer = Answerer(settings, components.query_embedder, components.collections, components.generator,
                             publisher, DeadLetters(publisher, dlq_topic, "answerer"))
 
         async def answer(stream: faust.StreamT) -> None:
@@ -149,6 +162,18 @@ def register_agents(app: faust.App, settings: Settings, components: Components, 
                 await answerer.handle(to_raw(event))
 
         app.agent(topic("queries"), name="eddy.answerer", concurrency=settings.answerer_concurrency)(answer)
+
+    if "monitor" in agents:
+        from agents.monitor import register_monitor
+
+        register_monitor(app, settings, publisher, DeadLetters(publisher, dlq_topic, "monitor"),
+                         tracing.exporter.stats if tracing is not None and tracing.exporter is not None else None)
+
+    if "curator" in agents:
+        from agents.curator import register_curator
+
+        register_curator(app, settings, publisher, DeadLetters(publisher, dlq_topic, "curator"),
+                         components.index_embedder)
 
 
 def ready_file(settings: Settings) -> Path:
@@ -163,7 +188,8 @@ def run_worker(settings: Settings, agents: Sequence[str] = AGENTS) -> None:
     start_components(components)
     ensure_topics(settings)
     app = build_app(settings)
-    register_agents(app, settings, components, agents)
+    tracing = configure_tracing(settings, "eddy-worker", **{"eddy.agents": ",".join(agents)})
+    register_agents(app, settings, components, agents, tracing)
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: object, assigned: set, **_: object) -> None:
@@ -176,4 +202,5 @@ def run_worker(settings: Settings, agents: Sequence[str] = AGENTS) -> None:
         worker.execute_from_commandline()
     finally:
         ready.unlink(missing_ok=True)
-        components.store.close()
+        tracing.shutdown()
+        components.collections.close()

@@ -20,15 +20,22 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for spec in CATALOGUE:
-        if spec.schema is None:
+        if spec.schema is not None:
+            name = spec.schema.__name__
+            payload = spec.schema.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(payload.pop("$defs", {}))
+            content_type = "application/json"
+        elif spec.protobuf is not None:
+            name = spec.protobuf.rpartition(".")[2]
+            payload = {"type": "string", "contentEncoding": "binary",
+                       "description": f"protobuf {spec.protobuf} (binary encoding)"}
+            content_type = "application/x-protobuf"
+        else:
             continue
-        name = spec.schema.__name__
-        payload = spec.schema.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(payload.pop("$defs", {}))
         schemas[name] = payload
         messages[name] = {
             "name": name,
-            "contentType": "application/json",
+            "contentType": content_type,
             "payload": {"$ref": f"#/components/schemas/{name}"},
             "bindings": {"kafka": {"key": {"type": "string", "description": spec.key}}},
         }

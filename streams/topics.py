@@ -10,7 +10,19 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from eddy.settings import Settings
-from schemas import AnswerEvent, DeadLetter, DocumentChange, Feedback, IndexEvent, Query
+from schemas import (
+    Alert,
+    AnswerEvent,
+    DeadLetter,
+    DocumentChange,
+    EvalRecord,
+    Feedback,
+    IndexEvent,
+    Query,
+    Rejection,
+    ScrubAudit,
+    TrainRecord,
+)
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -27,6 +39,7 @@ class TopicSpec:
     retention_ms: int | None = None
     description: str = ""
     user_action: str = "receive"  # AsyncAPI operation of a user: "send" (publish to it) or "receive" (consume)
+    protobuf: str | None = None  # full name of the protobuf message of a topic whose values are not JSON
 
     def full_name(self, settings: Settings) -> str:
         return settings.topic(self.name)
@@ -57,4 +70,23 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               description="thumbs up/down on answers, optional comment and share flag"),
     TopicSpec("dlq", "original key", DeadLetter, "delete", partitions=1, retention_ms=30 * DAY_MS,
               description="records an agent could not process, with the reason and original bytes"),
+    TopicSpec("traces", "trace_id", None, "delete", retention_ms=3 * DAY_MS,
+              protobuf="opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest",
+              description="OpenTelemetry spans of every step, OTLP protobuf (the Collector's Kafka receiver "
+              "encoding otlp_proto), keyed by trace id in hex"),
+    TopicSpec("alerts", "rule", Alert, "delete", retention_ms=30 * DAY_MS,
+              description="alert rules of the monitor firing and resolving"),
+    # --- feedback curation (agents/curator.py) ---
+    TopicSpec("curator.queries", "query_id", Query, "delete", retention_ms=7 * DAY_MS,
+              description="internal: queries re-keyed by query_id, so the curator joins them with answers "
+              "and feedback partition by partition"),
+    TopicSpec("datasets.eval", "record id", EvalRecord, "compact",
+              description="vetted, PII-scrubbed rated conversations (query, answer, rating, comment, citations, versions)"),
+    TopicSpec("datasets.train", "record id", TrainRecord, "compact",
+              description="vetted, PII-scrubbed retrieval pairs: query with positive (up-voted) or negative "
+              "(down-voted) cited chunks"),
+    TopicSpec("feedback.rejected", "query_id", Rejection, "delete", retention_ms=30 * DAY_MS,
+              description="shared conversations kept out of the datasets, with the reason; text already scrubbed"),
+    TopicSpec("feedback.audit", "query_id", ScrubAudit, "delete", retention_ms=365 * DAY_MS,
+              description="per curated conversation: entity types removed and how many, never the values"),
 )

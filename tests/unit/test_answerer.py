@@ -13,7 +13,7 @@ from components.base import ChunkRecord, PermanentError
 from components.chunking import StructureChunker
 from components.embedding import HashEmbedder
 from components.generation import EchoGenerator
-from components.vectorstore import InMemoryVectorStore
+from components.vectorstore import Collections, InMemoryVectorStore
 from eddy.settings import Settings
 from schemas import AnswerEvent, DeadLetter, Query
 from streams.dlq import DeadLetters
@@ -40,7 +40,9 @@ def make(tmp_path, **settings_kw):
     store.upsert_chunks(records)
     publisher = MemoryPublisher()
     generator = EchoGenerator(words=6)
-    answerer = Answerer(settings, embedder, store, generator, publisher,
+    collections = Collections(store, lambda name: InMemoryVectorStore(name, 32, embedder.model_id, chunker.config_id,
+                                                                      server=store.server))
+    answerer = Answerer(settings, embedder, collections, generator, publisher,
                         DeadLetters(publisher, settings.topic("dlq"), "answerer"))
     return answerer, publisher, settings, generator
 
@@ -136,3 +138,37 @@ async def test_failure_after_deltas_ends_the_stream_with_an_error_in_sequence(tm
     assert event.kind == "error" and "model crashed" in event.error
     assert [e.kind for e in events] == ["delta"] * (len(events) - 1) + ["error"] and len(events) > 1
     assert [e.seq for e in events] == list(range(len(events)))
+
+
+async def test_retrieval_depth_reports_more_chunks_than_the_prompt_gets(tmp_path):
+    answerer, _, _, generator = make(tmp_path)
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="salary", groups=["hr", "eng"],
+                                             options={"top_k": 1, "retrieval_depth": 3})))
+    assert [r.doc_id for r in final.retrieved][:1] == [c.doc_id for c in final.citations]
+    assert len(final.retrieved) == 3 and len(final.citations) == 1
+    assert [r.score for r in final.retrieved] == sorted((r.score for r in final.retrieved), reverse=True)
+    assert len(generator.requests) == 1
+
+
+async def test_retrieval_only_queries_skip_generation(tmp_path):
+    answerer, publisher, settings, generator = make(tmp_path)
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="copy a file",
+                                             groups=["hr"], options={"generate": False, "retrieval_depth": 2})))
+    [event] = answers(publisher, settings)
+    assert event.kind == "final" and event.seq == 0 and event.text == "" and generator.requests == []
+    assert [r.doc_id for r in final.retrieved][0] == "copy" and len(final.retrieved) == 2
+
+
+async def test_queries_search_the_collection_they_name_and_never_create_one(tmp_path):
+    answerer, _, _, _ = make(tmp_path)
+    embedder, chunker = answerer.embedder, StructureChunker(500, 50)
+    other = answerer.collections.get("other", create=True)
+    [chunk] = chunker.chunk("elsewhere", "Unrelated text in another collection.", "text/plain")
+    other.upsert_chunks([ChunkRecord(chunk, "t", "", "", (), "m", embedder.encode([chunk.embed_text])[0])])
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="copy a file",
+                                             options={"collection": "other"})))
+    assert [c.doc_id for c in final.citations] == ["elsewhere"]
+    err = await answerer.handle(qrec(Query(query_id="q2", conversation_id="c", text="copy",
+                                           options={"collection": "missing"})))
+    assert err.kind == "error" and "collection 'missing' does not exist" in err.error
+    assert not answerer.collections.default.server.get("missing")

@@ -10,7 +10,7 @@ from agents.indexer import Indexer
 from components.base import RetryableError
 from components.chunking import StructureChunker
 from components.embedding import HashEmbedder
-from components.vectorstore import InMemoryVectorStore
+from components.vectorstore import Collections, InMemoryVectorStore
 from eddy.settings import Settings
 from schemas import DeadLetter, DocumentChange, IndexEvent
 from streams.dlq import DeadLetters
@@ -41,7 +41,9 @@ def env(tmp_path):
     store = InMemoryVectorStore("c", 32, embedder.model_id, chunker.config_id)
     store.start()
     publisher = MemoryPublisher()
-    indexer = Indexer(settings, chunker, embedder, store, publisher,
+    collections = Collections(store, lambda name: InMemoryVectorStore(name, 32, embedder.model_id, chunker.config_id,
+                                                                      server=store.server))
+    indexer = Indexer(settings, chunker, embedder, collections, publisher,
                       DeadLetters(publisher, settings.topic("dlq"), "indexer"))
     return indexer, store, embedder, publisher, settings
 
@@ -51,7 +53,8 @@ _offset = iter(range(10**6))
 
 def rec(change_or_bytes, key: str | None = None) -> RawRecord:
     if isinstance(change_or_bytes, DocumentChange):
-        return RawRecord("eddy.docs.changes", 0, next(_offset), change_or_bytes.doc_id.encode(), change_or_bytes.to_bytes())
+        return RawRecord("eddy.docs.changes", 0, next(_offset), change_or_bytes.record_key().encode(),
+                         change_or_bytes.to_bytes())
     return RawRecord("eddy.docs.changes", 0, next(_offset), key.encode() if key else None, change_or_bytes)
 
 
@@ -205,3 +208,30 @@ async def test_large_batches_are_written_in_groups(env):
     events = await indexer.handle_batch([rec(up(f"d{i}", 1, first=f"doc {i} words")) for i in range(4)])
     assert len(events) == 4 and all(e.status == "indexed" for e in events)
     assert store.calls["set_doc_states"] >= 2  # more than one group was written
+
+
+async def test_changes_naming_a_collection_are_indexed_there_apart_from_the_default(env):
+    indexer, store, _, publisher, settings = env
+    default_a, other_a = up("a", 1), up("a", 1, first="Other text entirely.", collection="other")
+    events = await indexer.handle_batch([rec(default_a), rec(other_a)])
+    assert sorted((e.collection, e.status) for e in events) == [("c", "indexed"), ("other", "indexed")]
+    other = indexer.collections.get("other", create=False)
+    assert stored_ids(store, "a") == expected_ids(indexer, default_a)
+    assert stored_ids(other, "a") == expected_ids(indexer, other_a)
+    # deleting the doc in one collection leaves the other alone
+    [event] = await indexer.handle_batch([rec(DocumentChange(op="delete", doc_id="a", version=2, collection="other"))])
+    assert event.status == "deleted" and stored_ids(other, "a") == set()
+    assert stored_ids(store, "a") == expected_ids(indexer, default_a)
+
+
+async def test_a_collection_change_must_be_keyed_by_collection_and_doc_id(env):
+    indexer, _, _, publisher, settings = env
+    change = up("a", 1, collection="other")
+    assert change.record_key() == "other:a"
+    assert await indexer.handle_batch([rec(change.to_bytes(), key="a")]) == []
+    [letter] = [DeadLetter.model_validate_json(v) for v in publisher.on(settings.topic("dlq"))]
+    assert letter.error_type == "schema" and "'other:a'" in letter.reason
+    bad = json.loads(change.to_bytes())
+    bad["collection"] = "no-dashes"
+    assert await indexer.handle_batch([rec(json.dumps(bad).encode(), key="no-dashes:a")]) == []
+    assert "collection" in DeadLetter.model_validate_json(publisher.on(settings.topic("dlq"))[-1]).reason

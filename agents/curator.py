@@ -1,0 +1,335 @@
+"""Curator agent: turns shared feedback into vetted, PII-scrubbed evaluation and training records.
+
+Consumes ``feedback`` (Feedback), ``answers`` (AnswerEvent; only ``final`` and ``error`` matter)
+and ``curator.queries`` (Query re-keyed by query_id: a second, stateless agent copies every record
+of ``queries`` there, because ``queries`` is keyed by conversation_id). The three are keyed by
+query_id with the same partition count, so one partition of each holds everything about a query.
+The join state (query, terminal answer, feedback waiting for them) lives in a faust Table keyed
+by query_id whose changelog is written with the same partitioner: it is restored after a
+restart and a feedback that arrives before its query or answer waits there.
+
+For each shared feedback (``share=True``) whose query and answer are known: scrub the question,
+history, answer and comment together (conversation-scoped pseudonyms), apply the junk rules
+(components/curation.py) and the near-duplicate check against the vetted questions (Milvus),
+then produce either ``datasets.eval`` (EvalRecord) plus, when the answer cited chunks,
+``datasets.train`` (TrainRecord), both keyed by record id (= query id), or ``feedback.rejected``
+(Rejection, keyed by query id) with the reason. Every handled conversation also gets a
+``feedback.audit`` record (ScrubAudit: entity types and counts, never values). Feedback without
+``share`` is not curated.
+
+Delivery: at-least-once. A batch's offsets are committed after its outputs were acknowledged and
+the vetted vectors written; a redelivered feedback produces the same record ids (compacted
+topics keep one) and may repeat a rejection or audit entry.
+
+Failures: invalid feedback or answers go to ``dlq`` (invalid queries are the answerer's to
+report: the re-keying agent skips them). The scrubber runs in a worker thread with a deadline
+of ``scrub_timeout_s``; if it raises or times out the conversation is rejected with
+``scrub_failed`` and no text at all (fail closed: nothing unscrubbed is ever published).
+Embedding or Milvus outages are retried with backoff without acknowledging the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from components.base import Embedder
+from components.curation import FILTERS_VERSION, JunkRules, Verdict, VettedIndex
+from components.scrubbing import Conversation, Scrubbed, Scrubber
+from eddy.settings import Settings
+from schemas import AnswerEvent, Citation, EvalRecord, Feedback, HistoryTurn, Query, Rejection, ScrubAudit, TrainRecord
+from streams.codec import DecodeError, decode
+from streams.dlq import DeadLetters
+from streams.records import Publisher, RawRecord
+from streams.retry import call_blocking
+
+if TYPE_CHECKING:
+    import faust
+
+log = logging.getLogger(__name__)
+
+_MAX_RECORD_BYTES = 8 * 1024 * 1024
+_PLACEHOLDER = re.compile(r"<([A-Z_]+)_[0-9a-f]{8}>")
+
+
+@dataclass
+class _Item:
+    """One shared feedback ready to curate, with its query and terminal answer."""
+
+    feedback: Feedback
+    query: Query
+    answer: AnswerEvent
+    scrubbed: Scrubbed | None = None
+    verdict: Verdict | None = None
+
+
+class Curator:
+    """The join and the curation steps, transport-neutral (faust in the worker, a dict and a
+    MemoryPublisher in unit tests). ``state`` maps query_id (bytes) to a JSON-able dict."""
+
+    name = "curator"
+
+    def __init__(
+        self, settings: Settings, scrubber: Scrubber, rules: JunkRules, embedder: Embedder, vetted: VettedIndex,
+        publisher: Publisher, dead_letters: DeadLetters, state: MutableMapping,
+    ) -> None:
+        self.settings = settings
+        self.scrubber = scrubber
+        self.rules = rules
+        self.embedder = embedder
+        self.vetted = vetted
+        self.publisher = publisher
+        self.dead_letters = dead_letters
+        self.state = state
+        self.topics = {name: settings.topic(name) for name in (
+            "queries", "curator.queries", "answers", "feedback", "datasets.eval", "datasets.train",
+            "feedback.rejected", "feedback.audit")}
+
+    # ------------------------------------------------------------------ re-keying
+    async def rekey(self, record: RawRecord) -> None:
+        """Copy a ``queries`` record to ``curator.queries`` keyed by its query_id (bytes unchanged)."""
+        try:
+            query = decode(Query, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+        except DecodeError as exc:
+            log.debug("not re-keying invalid query at %s/%d/%d: %s", record.topic, record.partition,
+                      record.offset, exc.reason)
+            return
+        await self.publisher.publish(self.topics["curator.queries"], query.query_id, query.to_bytes(), wait=True)
+
+    # ------------------------------------------------------------------ join
+    async def handle_batch(self, records: Sequence[RawRecord]) -> None:
+        """Fold a batch of ``curator.queries`` / ``answers`` / ``feedback`` records into the join state
+        and curate every shared feedback that became complete."""
+        ready: dict[str, _Item] = {}
+        for record in records:
+            for item in await self._join(record):
+                ready[str(item.feedback.event_id)] = item
+        if ready:
+            await self.curate(list(ready.values()))
+            for item in ready.values():
+                self._forget(item.feedback)
+
+    async def _join(self, record: RawRecord) -> list[_Item]:
+        topic = record.topic
+        try:
+            if topic == self.topics["curator.queries"]:
+                query = decode(Query, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+                return self._update(query.query_id, "query", query.model_dump(mode="json"))
+            if topic == self.topics["answers"]:
+                answer = decode(AnswerEvent, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+                if not answer.terminal:
+                    return []
+                return self._update(answer.query_id, "answer", answer.model_dump(mode="json"))
+            if topic == self.topics["feedback"]:
+                feedback = decode(Feedback, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+                if not feedback.share:
+                    log.debug("feedback %s on %s is not shared: not curated", feedback.event_id, feedback.query_id)
+                    return []
+                entry = self.state.get(feedback.query_id.encode()) or {}
+                pending = [f for f in entry.get("pending", []) if f["event_id"] != str(feedback.event_id)]
+                return self._update(feedback.query_id, "pending", [*pending, feedback.model_dump(mode="json")])
+        except DecodeError as exc:
+            if topic != self.topics["curator.queries"]:
+                await self.dead_letters.send(record, exc.error_type, exc.reason)
+            return []
+        log.warning("curator got a record of unexpected topic %s", topic)
+        return []
+
+    def _update(self, query_id: str, field: str, value: object) -> list[_Item]:
+        key = query_id.encode()
+        entry = dict(self.state.get(key) or {})
+        entry[field] = value
+        self.state[key] = entry  # a new value, so the table writes its changelog
+        if "query" not in entry or "answer" not in entry:
+            return []
+        query = Query.model_validate(entry["query"])
+        answer = AnswerEvent.model_validate(entry["answer"])
+        return [_Item(Feedback.model_validate(f), query, answer) for f in entry.get("pending", [])]
+
+    def _forget(self, feedback: Feedback) -> None:
+        key = feedback.query_id.encode()
+        entry = dict(self.state.get(key) or {})
+        entry["pending"] = [f for f in entry.get("pending", []) if f["event_id"] != str(feedback.event_id)]
+        self.state[key] = entry
+
+    # ------------------------------------------------------------------ curation
+    async def curate(self, items: list[_Item]) -> None:
+        """Scrub, filter, deduplicate and publish ``items``; returns when every output is acknowledged."""
+        t0 = time.perf_counter()
+        await self._scrub(items)
+        scrub_ms = (time.perf_counter() - t0) * 1000.0
+        for item in items:
+            if item.verdict is None and item.answer.kind == "error":
+                item.verdict = Verdict("answer_error", f"the query got no answer: {item.answer.error or 'error'}")
+            if item.verdict is None:
+                item.verdict = self.rules.check(item.feedback.user_id, item.query.text, item.feedback.comment)
+        candidates = [i for i in items if i.verdict is None]
+        vectors = await self._deduplicate(candidates)
+        vetted = [n for n, i in enumerate(candidates) if i.verdict is None]
+        for item in items:
+            await self._publish(item, scrub_ms)
+        await self.publisher.flush()
+        if vetted:
+            await call_blocking(self.vetted.add, [candidates[n].query.query_id for n in vetted], vectors[vetted],
+                                what="record vetted questions")
+        log.info("curated %d shared conversations: %d vetted, %d rejected (scrub %.0f ms)",
+                 len(items), len(vetted), len(items) - len(vetted), scrub_ms)
+
+    async def _scrub(self, items: list[_Item]) -> None:
+        """Scrub all items in one batch; on failure, one by one so that one bad record is rejected
+        alone. A record the scrubber fails on gets the ``scrub_failed`` verdict and no text."""
+        try:
+            results = await self._scrub_call([self._conversation(i) for i in items])
+        except Exception as exc:  # noqa: BLE001 - any scrubber failure fails closed
+            if len(items) == 1:
+                items[0].verdict = Verdict("scrub_failed", f"the PII scrubber failed ({type(exc).__name__}: {exc}); "
+                                                            "the conversation is not kept")
+                log.warning("scrubber failed on feedback %s: %s: %s", items[0].feedback.event_id,
+                            type(exc).__name__, exc)
+                return
+            log.warning("scrubber failed on a batch of %d (%s); scrubbing one by one", len(items), type(exc).__name__)
+            for item in items:
+                await self._scrub([item])
+            return
+        for item, result in zip(items, results, strict=True):
+            item.scrubbed = result
+
+    async def _scrub_call(self, conversations: list[Conversation]) -> list[Scrubbed]:
+        try:
+            results = await asyncio.wait_for(asyncio.to_thread(self.scrubber.scrub_batch, conversations),
+                                             timeout=self.settings.scrub_timeout_s)
+        except TimeoutError as exc:
+            raise TimeoutError(f"no result within {self.settings.scrub_timeout_s:g} s") from exc
+        if len(results) != len(conversations) or any(
+            len(r.texts) != len(c.texts) for r, c in zip(results, conversations, strict=False)
+        ):
+            raise ValueError("the scrubber returned a different number of texts than it was given")
+        return results
+
+    @staticmethod
+    def _conversation(item: _Item) -> Conversation:
+        """Texts in a fixed order: question, history turns, answer, comment (see ``_texts``)."""
+        return Conversation(item.query.query_id, (
+            item.query.text, *(turn.text for turn in item.query.history), item.answer.text, item.feedback.comment,
+        ))
+
+    @staticmethod
+    def _texts(item: _Item) -> tuple[str, list[HistoryTurn], str, str]:
+        texts = item.scrubbed.texts
+        n = len(item.query.history)
+        history = [HistoryTurn(role=turn.role, text=text) for turn, text in zip(item.query.history, texts[1:1 + n],
+                                                                                 strict=True)]
+        return texts[0], history, texts[1 + n], texts[2 + n]
+
+    async def _deduplicate(self, items: list[_Item]) -> np.ndarray:
+        """Near-duplicate verdicts: cosine of the scrubbed question to a vetted one (or to an earlier
+        item of this batch) at or above ``curator_duplicate_similarity``. Returns the questions'
+        embeddings, ``(len(items), dim)``."""
+        if not items:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        threshold = self.settings.curator_duplicate_similarity
+        # Pseudonyms differ between conversations: compare questions with their placeholders' types only.
+        questions = [_PLACEHOLDER.sub(r"<\1>", self._texts(i)[0]) for i in items]
+        vectors = await call_blocking(self.embedder.encode, questions, what="embed questions")
+        nearest = await call_blocking(self.vetted.nearest, vectors, [i.query.query_id for i in items],
+                                      what="search vetted questions")
+        kept: list[int] = []
+        for n, (item, best) in enumerate(zip(items, nearest, strict=True)):
+            if best is not None and best[1] >= threshold:
+                item.verdict = Verdict("near_duplicate", f"cosine {best[1]:.3f} to vetted record {best[0]} "
+                                                         f"(threshold {threshold:g})")
+                continue
+            for k in kept:
+                similarity = float(vectors[k] @ vectors[n])
+                if similarity >= threshold and items[k].query.query_id != item.query.query_id:
+                    item.verdict = Verdict("near_duplicate", f"cosine {similarity:.3f} to record "
+                                                             f"{items[k].query.query_id} of the same batch")
+                    break
+            if item.verdict is None:
+                kept.append(n)
+        return vectors
+
+    async def _publish(self, item: _Item, scrub_ms: float) -> None:
+        feedback, query, answer = item.feedback, item.query, item.answer
+        version = self.scrubber.version
+        audit = ScrubAudit(
+            query_id=query.query_id, feedback_id=str(feedback.event_id),
+            outcome="vetted" if item.verdict is None else "rejected",
+            reason=item.verdict.reason if item.verdict is not None else None,
+            entities=item.scrubbed.entities if item.scrubbed is not None else {}, scrubber=version,
+            scrub_ms=round(scrub_ms, 3),
+        )
+        if item.verdict is not None:
+            texts = self._texts(item) if item.scrubbed is not None else ("", [], "", "")
+            rejection = Rejection(
+                query_id=query.query_id, feedback_id=str(feedback.event_id), reason=item.verdict.reason,
+                detail=item.verdict.detail, rating=feedback.rating, query=texts[0], answer=texts[2],
+                comment=texts[3], scrubber=version, filters=FILTERS_VERSION,
+            )
+            await self.publisher.publish(self.topics["feedback.rejected"], query.query_id, rejection.to_bytes())
+        else:
+            text, history, answer_text, comment = self._texts(item)
+            common = dict(
+                record_id=query.query_id, query_id=query.query_id, query=text, history=history, rating=feedback.rating,
+                model=answer.model, prompt_version=answer.prompt_version, pipeline_version=answer.pipeline_version,
+                pipeline=query.options.pipeline, answered_at=answer.occurred_at, feedback_at=feedback.occurred_at,
+                scrubber=version, filters=FILTERS_VERSION,
+            )
+            citations: list[Citation] = list(answer.citations or [])
+            record = EvalRecord(**common, answer=answer_text, comment=comment, citations=citations)
+            await self.publisher.publish(self.topics["datasets.eval"], record.record_id, record.to_bytes())
+            if citations:
+                up = feedback.rating == "up"
+                train = TrainRecord(**common, positives=citations if up else [], negatives=[] if up else citations)
+                await self.publisher.publish(self.topics["datasets.train"], train.record_id, train.to_bytes())
+        await self.publisher.publish(self.topics["feedback.audit"], query.query_id, audit.to_bytes())
+
+
+# --------------------------------------------------------------------------- faust wiring
+def register_curator(app: faust.App, settings: Settings, publisher: Publisher, dead_letters: DeadLetters,
+                     embedder: Embedder) -> Curator:
+    """Build the curator's components (loads the spaCy model, connects to Milvus), its join Table
+    and its two agents on ``app``; ``embedder`` must be started. Returns the Curator."""
+    import faust
+
+    from components.curation import MilvusVettedIndex
+    from components.scrubbing import PresidioScrubber, load_scrub_key
+    from streams.app import to_raw
+
+    scrubber = PresidioScrubber(
+        load_scrub_key(settings.scrub_key, settings.home),
+        internal_domains=[d.strip() for d in settings.scrub_internal_domains.split(",") if d.strip()],
+    )
+    scrubber.start()
+    vetted = MilvusVettedIndex(settings.milvus_address, f"{settings.collection}_vetted", embedder.dim)
+    vetted.start()
+    # Keys are the query ids' UTF-8 bytes and the producer's partitioner picks the changelog
+    # partition, so table partition p holds the queries of partition p of the three sources.
+    table = app.Table("curator-joins", default=None, partitions=settings.partitions, use_partitioner=True,
+                      schema=faust.Schema(key_serializer="raw", value_serializer="json"))
+    curator = Curator(settings, scrubber, JunkRules(min_query_chars=settings.curator_min_query_chars,
+                                                    flood_per_hour=settings.curator_flood_per_hour),
+                      embedder, vetted, publisher, dead_letters, table)
+
+    def topic(*names: str) -> faust.TopicT:
+        return app.topic(*(settings.topic(n) for n in names), key_serializer="raw", value_serializer="raw",
+                         partitions=None, internal=False)
+
+    async def rekey(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await curator.rekey(to_raw(event))
+
+    async def curate(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.curator_batch_max, within=settings.curator_batch_within_s):
+            await curator.handle_batch([to_raw(e) for e in events])
+
+    app.agent(topic("queries"), name="eddy.curator-rekey")(rekey)
+    app.agent(topic("curator.queries", "answers", "feedback"), name="eddy.curator")(curate)
+    return curator

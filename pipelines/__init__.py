@@ -1,0 +1,1 @@
+"""Batch jobs over Eddy's topics and collections: dataset building and evaluation."""

@@ -1,0 +1,75 @@
+"""Shared pieces of the observability tests: a worker with the fast echo generator and the monitor
+on ports of its own, and the spans read back from the ``traces`` topic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from eddy.settings import Settings
+from eddy.stack import Stack
+from tests.conftest import free_port
+from tests.integration.helpers import read_topic
+
+
+@pytest.fixture
+def obs_settings(settings: Settings) -> Settings:
+    """The test's settings with the echo generator (answers in milliseconds) and a monitor port of its own."""
+    return settings.model_copy(update={"generator": "echo", "monitor_port": free_port(), "monitor_tick_s": 0.5,
+                                       "monitor_lag_interval_s": 2.0, "tracing_export_delay_ms": 200})
+
+
+@pytest.fixture
+def obs_stack(obs_settings: Settings) -> Iterator[Stack]:
+    s = Stack(obs_settings)
+    yield s
+    s.stop_worker(kill=True)
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """One span decoded from ``traces``, with the record's key and its resource/scope names."""
+
+    key: str
+    service: str
+    scope: str
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: int
+    attributes: dict
+    start_ns: int
+    end_ns: int
+
+
+def decode_spans(key: bytes, value: bytes) -> list[SpanRecord]:
+    """Spans of one ``traces`` record (an OTLP ExportTraceServiceRequest)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    out = []
+    for rs in ExportTraceServiceRequest.FromString(value).resource_spans:
+        service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                attrs = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
+                out.append(SpanRecord(key.decode(), service, ss.scope.name, span.trace_id.hex(), span.span_id.hex(),
+                                      span.parent_span_id.hex() or None, span.name, span.kind, attrs,
+                                      span.start_time_unix_nano, span.end_time_unix_nano))
+    return out
+
+
+def wait_for_spans(settings: Settings, done: Callable[[list[SpanRecord]], bool], timeout_s: float = 60.0
+                   ) -> list[SpanRecord]:
+    """Every span on ``traces`` once ``done(spans)`` holds (AssertionError after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    spans: list[SpanRecord] = []
+    while time.monotonic() < deadline:
+        spans = [s for m in read_topic(settings, "traces", timeout_s=5) for s in decode_spans(m.key(), m.value())]
+        if done(spans):
+            return spans
+        time.sleep(0.5)
+    raise AssertionError(f"spans on traces never satisfied the condition: {sorted({s.name for s in spans})}")
