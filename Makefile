@@ -28,15 +28,21 @@ $(STAMP): pyproject.toml requirements-models.txt
 demo: $(STAMP)
 	$(BIN)/eddy demo
 
-test: $(STAMP)
+# Headless Chromium for the dashboard test: Debian's package (Playwright downloads no browser).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q --no-install-recommends chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -ra
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -ra tests/unit
 
 bench: $(STAMP)
-	$(BIN)/python bench/indexing.py
-	$(BIN)/python bench/query_path.py
+	$(BIN)/python -m bench.indexing
+	$(BIN)/python -m bench.query_path
+	$(BIN)/python -m bench.curator
 
 down:
 	-$(BIN)/eddy down

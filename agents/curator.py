@@ -6,7 +6,9 @@ of ``queries`` there, because ``queries`` is keyed by conversation_id). The thre
 query_id with the same partition count, so one partition of each holds everything about a query.
 The join state (query, terminal answer, feedback waiting for them) lives in a faust Table keyed
 by query_id whose changelog is written with the same partitioner: it is restored after a
-restart and a feedback that arrives before its query or answer waits there.
+restart and a feedback that arrives before its query or answer waits there. The changelog
+expires after 7 days like its sources (a feedback whose query or answer never comes waits that
+long at most).
 
 For each shared feedback (``share=True``) whose query and answer are known: scrub the question,
 history, answer and comment together (conversation-scoped pseudonyms), apply the junk rules
@@ -49,6 +51,7 @@ from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
+from streams.topics import DAY_MS
 
 if TYPE_CHECKING:
     import faust
@@ -56,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_RECORD_BYTES = 8 * 1024 * 1024
+#: Retention of the join table's changelog: that of `queries` and `answers` (streams/topics.py).
+JOIN_RETENTION_MS = 7 * DAY_MS
 _PLACEHOLDER = re.compile(r"<([A-Z_]+)_[0-9a-f]{8}>")
 
 
@@ -89,12 +94,13 @@ class Curator:
         self.dead_letters = dead_letters
         self.state = state
         self.topics = {name: settings.topic(name) for name in (
-            "queries", "curator.queries", "answers", "feedback", "datasets.eval", "datasets.train",
+            "curator.queries", "answers", "feedback", "datasets.eval", "datasets.train",
             "feedback.rejected", "feedback.audit")}
 
     # ------------------------------------------------------------------ re-keying
     async def rekey(self, record: RawRecord) -> None:
-        """Copy a ``queries`` record to ``curator.queries`` keyed by its query_id (bytes unchanged)."""
+        """Copy a ``queries`` record to ``curator.queries`` keyed by its query_id (re-encoded, with the
+        ``event_id`` and ``occurred_at`` that decoding fills in when the producer left them out)."""
         try:
             query = decode(Query, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
         except DecodeError as exc:
@@ -168,8 +174,9 @@ class Curator:
         for item in items:
             if item.verdict is None and item.answer.kind == "error":
                 item.verdict = Verdict("answer_error", f"the query got no answer: {item.answer.error or 'error'}")
-            if item.verdict is None:
-                item.verdict = self.rules.check(item.feedback.user_id, item.query.text, item.feedback.comment)
+            if item.verdict is None:  # on scrubbed text: a rule's explanation may quote it
+                question, _, _, comment = self._texts(item)
+                item.verdict = self.rules.check(item.feedback.user_id, question, comment)
         candidates = [i for i in items if i.verdict is None]
         vectors = await self._deduplicate(candidates)
         vetted = [n for n, i in enumerate(candidates) if i.verdict is None]
@@ -189,10 +196,10 @@ class Curator:
             results = await self._scrub_call([self._conversation(i) for i in items])
         except Exception as exc:  # noqa: BLE001 - any scrubber failure fails closed
             if len(items) == 1:
-                items[0].verdict = Verdict("scrub_failed", f"the PII scrubber failed ({type(exc).__name__}: {exc}); "
+                # The exception's message may quote the text: neither the record nor the log gets it.
+                items[0].verdict = Verdict("scrub_failed", f"the PII scrubber failed ({type(exc).__name__}); "
                                                             "the conversation is not kept")
-                log.warning("scrubber failed on feedback %s: %s: %s", items[0].feedback.event_id,
-                            type(exc).__name__, exc)
+                log.warning("scrubber failed on feedback %s: %s", items[0].feedback.event_id, type(exc).__name__)
                 return
             log.warning("scrubber failed on a batch of %d (%s); scrubbing one by one", len(items), type(exc).__name__)
             for item in items:
@@ -297,8 +304,6 @@ def register_curator(app: faust.App, settings: Settings, publisher: Publisher, d
                      embedder: Embedder) -> Curator:
     """Build the curator's components (loads the spaCy model, connects to Milvus), its join Table
     and its two agents on ``app``; ``embedder`` must be started. Returns the Curator."""
-    import faust
-
     from components.curation import MilvusVettedIndex
     from components.scrubbing import PresidioScrubber, load_scrub_key
     from streams.app import to_raw
@@ -312,8 +317,11 @@ def register_curator(app: faust.App, settings: Settings, publisher: Publisher, d
     vetted.start()
     # Keys are the query ids' UTF-8 bytes and the producer's partitioner picks the changelog
     # partition, so table partition p holds the queries of partition p of the three sources.
+    # The changelog holds raw conversations, like `queries` and `answers`: it expires with them
+    # (compact + delete after JOIN_RETENTION_MS) instead of keeping them for ever.
     table = app.Table("curator-joins", default=None, partitions=settings.partitions, use_partitioner=True,
-                      schema=faust.Schema(key_serializer="raw", value_serializer="json"))
+                      key_type=bytes,  # bytes keys: the "raw" serializer; values: JSON
+                      extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(JOIN_RETENTION_MS)})
     curator = Curator(settings, scrubber, JunkRules(min_query_chars=settings.curator_min_query_chars,
                                                     flood_per_hour=settings.curator_flood_per_hour),
                       embedder, vetted, publisher, dead_letters, table)

@@ -16,6 +16,10 @@ counters restart from 0 with the process, as Prometheus expects. Alerts are publ
 acks=all at each transition; after a restart a condition that still holds fires again once it
 has held ``for_s`` seconds.
 
+Scale: the monitor sees the partitions its consumer group assigns it, so run ONE monitor per
+cluster (``eddy worker --agents monitor`` with a group of its own, ``EDDY_GROUP_ID``): several
+would each compute windowed figures and alerts over a share of the traffic.
+
 Failures: an undecodable record (malformed protobuf on ``traces``; malformed JSON or schema on
 the JSON topics) goes to ``dlq`` (except records of ``dlq`` itself, which are counted and
 logged: re-dead-lettering them could loop) and the monitor goes on. The monitor creates no
@@ -452,8 +456,6 @@ class Monitor:
                 self.state.on_feedback(decode(Feedback, record.value, max_bytes=self._max_bytes, origin=record))
             elif topic == "dlq":
                 self.state.on_dead_letter(decode(DeadLetter, record.value, max_bytes=self._max_bytes, origin=record))
-            else:
-                raise DecodeError("schema", f"the monitor does not read topic {record.topic}")
         except DecodeError as exc:
             if record.topic == self.dlq_topic:
                 log.warning("unreadable dead letter at %s[%d]@%d: %s", record.topic, record.partition,

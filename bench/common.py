@@ -17,6 +17,7 @@ from eddy.settings import Settings
 from eddy.stack import Stack
 from streams.admin import admin_client, ensure_topics
 from streams.client import EddyClient
+from streams.topics import CATALOGUE
 
 
 def pct(values, q: float) -> float:
@@ -63,7 +64,7 @@ def bench_stack(name: str, agents: tuple[str, ...], **overrides: object) -> Iter
         client.close()
         stack.stop_worker()
         drop_collection(settings.milvus_address, settings.collection)
-        topics = [f"{settings.topic_prefix}{n}" for n in ("docs.changes", "index.events", "queries", "answers", "dlq")]
+        topics = [spec.full_name(settings) for spec in CATALOGUE]
         for future in admin_client(settings).delete_topics(topics).values():
             with contextlib.suppress(Exception):
                 future.result()

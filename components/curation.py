@@ -8,8 +8,9 @@ sentence for a human) or ``None``. Rules, in order:
   than two words;
 - ``prompt_injection``: markers of attempts to steer the model (``ignore previous
   instructions``, ``system prompt``, chat-template tokens, …) in the question or comment;
-- ``profanity``: a word of ``better-profanity``'s list (with its leetspeak variants) in the
-  question or comment;
+- ``profanity``: a word or phrase of ``better-profanity``'s word list in the question or comment,
+  after undoing common leetspeak (``$h1t``); looked up in a set (the package's own matcher costs
+  about 200 ms per 1,000-character conversation, this a few microseconds);
 - ``gibberish``: keyboard mashing: most words have no vowel or carry a run of 5+ consonants
   (``asdfghjkl``), a letter repeated 5+ times, or the question is mostly non-letters;
 - ``flood``: the same user shared more than ``flood_per_hour`` conversations in the last hour
@@ -49,6 +50,20 @@ _INJECTION = re.compile(
 )
 
 
+_LEET_WORD = re.compile(r"[a-z0-9@$!]+")
+_LEET_I = str.maketrans({"@": "a", "4": "a", "1": "i", "!": "i", "0": "o", "3": "e", "$": "s", "5": "s", "7": "t"})
+_LEET_L = str.maketrans({"@": "a", "4": "a", "1": "l", "!": "i", "0": "o", "3": "e", "$": "s", "5": "s", "7": "t"})
+
+
+def _profanity_wordlist() -> tuple[frozenset[str], int]:
+    """better-profanity's word list (lower case; phrases space-joined) and its longest phrase, in words."""
+    from importlib.resources import files
+
+    lines = files("better_profanity").joinpath("profanity_wordlist.txt").read_text(encoding="utf-8").splitlines()
+    words = frozenset(" ".join(line.lower().split()) for line in lines if line.strip())
+    return words, max(len(w.split()) for w in words)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """Why a record is rejected: ``reason`` (code, see schemas.datasets.RejectReason) and ``detail``."""
@@ -81,12 +96,9 @@ class JunkRules:
     """The rules above. ``check`` is cheap (microseconds); the flood counter is per instance."""
 
     def __init__(self, *, min_query_chars: int = 10, flood_per_hour: int = 30) -> None:
-        from better_profanity import Profanity
-
         self.min_query_chars = min_query_chars
         self.flood_per_hour = flood_per_hour
-        self._profanity = Profanity()
-        self._profanity.load_censor_words()
+        self._profane, self._longest = _profanity_wordlist()
         self._seen: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
@@ -101,11 +113,20 @@ class JunkRules:
             if (m := _INJECTION.search(text)) is not None:
                 return Verdict("prompt_injection", f"the {field} contains a prompt-injection marker ({m.group(0)[:40]!r})")
         for field, text in (("question", q), ("comment", comment)):
-            if text and self._profanity.contains_profanity(text):
+            if text and self._profanity(text):
                 return Verdict("profanity", f"the {field} contains profanity")
         if (why := gibberish_detail(q)) is not None:
             return Verdict("gibberish", f"question looks like gibberish: {why}")
         return self._flood(user_id, time.time() if now_s is None else now_s)
+
+    def _profanity(self, text: str) -> bool:
+        words = _LEET_WORD.findall(text.lower())
+        for n in range(1, self._longest + 1):
+            for i in range(len(words) - n + 1):
+                phrase = " ".join(words[i:i + n])
+                if phrase.translate(_LEET_I) in self._profane or phrase.translate(_LEET_L) in self._profane:
+                    return True
+        return False
 
     def _flood(self, user_id: str, now_s: float) -> Verdict | None:
         if not user_id:

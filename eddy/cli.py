@@ -560,7 +560,9 @@ def eval_(ctx: click.Context, dataset_dir: Path, collection: str | None, limit: 
         err.print(f"[red]eddy eval: invalid dataset:[/red] {escape(str(exc))}")
         sys.exit(2)
     out = Table("metric", "previous", "current", "delta", title=f"{dataset.name} — run {report['run_id']}"
-                + (f" vs {report['previous_run_id']}" if report["previous_run_id"] else " (no previous run)"))
+                + (f" vs {report['previous_run_id']}" if report["previous_run_id"] else " (no previous run)")
+                + ("" if report["previous_comparable"] or not report["previous_run_id"]
+                   else " — other queries: deltas are indicative only"))
     for label, before, now, delta in table:
         colour = "" if delta is None or delta == 0 else ("green" if (delta > 0) != label.endswith("ms") else "red")
         out.add_row(label, "–" if before is None else f"{before:.4g}", "–" if now is None else f"{now:.4g}",

@@ -18,6 +18,7 @@ from eddy.settings import Settings
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "dashboard_static"
+_SESSION = web.AppKey("session", ClientSession)
 
 
 def plotly_js() -> Path:
@@ -49,7 +50,7 @@ def build_dashboard(monitor: str, poll_ms: int = 1000) -> web.Application:
         return web.FileResponse(plotly_path, headers={"Content-Type": "application/javascript"})
 
     async def state(request: web.Request) -> web.Response:
-        session: ClientSession = request.app["session"]
+        session = request.app[_SESSION]
         try:
             async with session.get(f"{monitor}/api/state") as response:
                 return web.Response(body=await response.read(), status=response.status,
@@ -58,9 +59,9 @@ def build_dashboard(monitor: str, poll_ms: int = 1000) -> web.Application:
             return web.json_response({"error": f"monitor at {monitor} unreachable: {exc}"}, status=502)
 
     async def session_ctx(app: web.Application):
-        app["session"] = ClientSession(timeout=ClientTimeout(total=5))
+        app[_SESSION] = ClientSession(timeout=ClientTimeout(total=5))
         yield
-        await app["session"].close()
+        await app[_SESSION].close()
 
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)

@@ -19,6 +19,7 @@ Everything goes through the same Kafka path users take:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -286,18 +287,34 @@ def _get(report: dict, path: tuple[str, str]) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
-def previous_report(out_root: Path, dataset_name: str, before: str) -> dict | None:
-    """The newest report in ``out_root`` older than ``before`` (created_at), of the same dataset if any."""
+def finished_reports(out_root: Path) -> list[dict]:
+    """Every readable report of this format in ``out_root``'s run directories (not the temporary
+    ``.``-directories of a run being written)."""
     reports = []
     for path in out_root.glob("*/report.json"):
+        if path.parent.name.startswith("."):
+            continue
         try:
             report = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if report.get("format") == REPORT_FORMAT and report.get("created_at", "") < before:
+        if report.get("format") == REPORT_FORMAT:
             reports.append(report)
+    return reports
+
+
+def query_set_id(query_ids: list[str]) -> str:
+    """Fingerprint of the evaluated query ids (16 hex digits of sha256): runs are comparable when equal."""
+    return hashlib.sha256("\n".join(sorted(query_ids)).encode()).hexdigest()[:16]
+
+
+def previous_report(out_root: Path, dataset_name: str, query_set: str, before: str) -> dict | None:
+    """The newest report in ``out_root`` older than ``before`` (created_at): of the same dataset and
+    query set if there is one, else of the same dataset, else any."""
+    reports = [r for r in finished_reports(out_root) if r.get("created_at", "") < before]
     same = [r for r in reports if r["dataset"]["name"] == dataset_name]
-    pool = same or reports
+    same_queries = [r for r in same if r["dataset"].get("query_set") == query_set]
+    pool = same_queries or same or reports
     return max(pool, key=lambda r: r["created_at"]) if pool else None
 
 
@@ -333,7 +350,8 @@ def render_markdown(report: dict, rows: list[tuple]) -> str:
     ]
     lines += [f"| {label} | {_fmt(b)} | {_fmt(n)} | {'' if dl is None else f'{dl:+.4f}'} |" for label, b, n, dl in rows]
     if report.get("previous_run_id"):
-        lines += ["", f"Previous run: `{report['previous_run_id']}`."]
+        lines += ["", f"Previous run: `{report['previous_run_id']}`"
+                  + ("." if report.get("previous_comparable") else " (other queries or dataset: deltas are indicative only).")]
     lines += ["", "![metrics per version](metrics.png)"]
     if report.get("latency_ms"):
         lines += ["", "![latency distribution](latency.png)"]
@@ -347,14 +365,8 @@ def plot_metrics(out_root: Path, report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = []
-    for p in out_root.glob("*/report.json"):
-        try:
-            r = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if r.get("format") == REPORT_FORMAT and r["dataset"]["name"] == report["dataset"]["name"]:
-            history.append(r)
+    history = [r for r in finished_reports(out_root)
+               if r["dataset"]["name"] == report["dataset"]["name"] and r["run_id"] != report["run_id"]]
     history = sorted([*history, report], key=lambda r: r["created_at"])[-20:]
     labels = [f"{(r['versions']['git_commit'] or '?')[:7]}\n{r['created_at'][5:16]}" for r in history]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(history) + 3), 4.2))
@@ -454,7 +466,8 @@ def run_eval(settings: Settings, dataset: Dataset, config: EvalConfig, judge: Ju
         "format": REPORT_FORMAT, "run_id": run_id, "created_at": created.isoformat(timespec="seconds"),
         "dataset": {"name": dataset.name, "path": str(dataset.root), "fingerprint": dataset.fingerprint(),
                     "corpus_documents": len(dataset.corpus), "queries": len(dataset.queries),
-                    "queries_evaluated": len(query_ids), "queries_without_qrels": dataset.queries_without_qrels},
+                    "queries_evaluated": len(query_ids), "query_set": query_set_id(query_ids),
+                    "queries_without_qrels": dataset.queries_without_qrels},
         "collection": collection,
         "versions": {
             "eddy": __version__, "git_commit": commit,
@@ -472,8 +485,9 @@ def run_eval(settings: Settings, dataset: Dataset, config: EvalConfig, judge: Ju
         "elapsed_s": {"ingest": round(t1 - t0, 1), "queries": round(t2 - t1, 1), "scoring": round(t3 - t2, 1),
                       "total": round(time.perf_counter() - t0, 1)},
     }
-    previous = previous_report(config.out, dataset.name, report["created_at"])
+    previous = previous_report(config.out, dataset.name, report["dataset"]["query_set"], report["created_at"])
     report["previous_run_id"] = previous["run_id"] if previous else None
+    report["previous_comparable"] = bool(previous) and previous["dataset"].get("query_set") == report["dataset"]["query_set"]
     table = comparison(report, previous)
     run_dir = write_report(config.out, report, rows, table)
     return report, run_dir, table

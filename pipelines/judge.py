@@ -22,9 +22,12 @@ from eddy.settings import Settings
 
 JUDGE_PROMPT_VERSION = "judge-v1"
 _SYSTEM = (
-    "You grade answers to questions about Python. Be strict and brief. "
-    "Reply with exactly two lines and nothing else:\n"
-    "correctness: <1-5>\nfaithfulness: <1-5>"
+    "You are a strict grader. Rate the assistant's answer on two scales from 1 (worst) to 5 (best).\n"
+    "Correctness: does the answer say what the reference answer says (other wording is fine)? "
+    "5 = fully, 3 = partly or incompletely, 1 = wrong or no answer.\n"
+    "Faithfulness: is every claim in the answer supported by the passages? "
+    "5 = all, 3 = some unsupported, 1 = mostly unsupported or contradicted.\n"
+    "Reply with two lines and nothing else:\ncorrectness: <digit>\nfaithfulness: <digit>"
 )
 _USER = """Question: {question}
 
@@ -35,13 +38,10 @@ Passages the assistant was given:
 {context}
 
 Assistant's answer:
-{answer}
-
-correctness: 5 = says what the reference says (other wording is fine), 3 = partly right or incomplete,
-1 = wrong or no answer.
-faithfulness: 5 = every claim is supported by the passages, 3 = some claims unsupported, 1 = mostly
-unsupported or contradicts them."""
-_SCORE = {name: re.compile(rf"{name}\s*[:=]\s*\**\s*([1-5])\b", re.IGNORECASE) for name in ("correctness", "faithfulness")}
+{answer}"""
+#: ``name: N`` with N alone on its line (optionally bold or ``/5``): a parroted rubric ("5 = fully") does not count.
+_SCORE = {name: re.compile(rf"^\W*{name}\s*[:=]\s*\**\s*([1-5])\s*\**\s*(?:/\s*5)?\s*$", re.IGNORECASE | re.MULTILINE)
+          for name in ("correctness", "faithfulness")}
 _MAX_REFERENCE_CHARS = 2000
 _MAX_PASSAGE_CHARS = 1200
 

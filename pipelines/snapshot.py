@@ -7,7 +7,8 @@ newest record per key (what compaction will keep; tombstones remove), and writes
 JSON) and ``manifest.json``: content hash (sha256 of records.jsonl), record counts (total and per
 rating), time range of the feedback, the scrubber and filter versions that produced the records,
 and the topic offsets read. The directory name carries the content hash, so re-exporting
-unchanged data gives the same version.
+unchanged data gives the same version. ``load_snapshot(path)`` is how a pipeline reads one back
+(hash and count checked).
 """
 
 from __future__ import annotations
@@ -94,6 +95,21 @@ def export_snapshot(client: EddyClient, name: str, out_dir: Path, *,
     _write_atomic(path / "records.jsonl", data)
     _write_atomic(path / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return Snapshot(path, manifest)
+
+
+def load_snapshot(path: Path) -> tuple[dict, list[DatasetRecord]]:
+    """Read a snapshot directory written by ``export_snapshot``: its manifest and its records (as
+    EvalRecord or TrainRecord). Raises SnapshotError when records.jsonl does not match the
+    manifest's content hash or record count (a truncated or edited copy)."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    data = (path / "records.jsonl").read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest["content_sha256"]:
+        raise SnapshotError(f"{path}: records.jsonl does not match the manifest's content_sha256")
+    schema = DATASETS[manifest["dataset"]]
+    records = [schema.model_validate_json(line) for line in data.splitlines() if line.strip()]
+    if len(records) != manifest["records"]:
+        raise SnapshotError(f"{path}: {len(records)} records, the manifest says {manifest['records']}")
+    return manifest, records
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

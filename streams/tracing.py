@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -44,6 +45,9 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from eddy.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.records import RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +111,13 @@ def messaging_attributes(topic: str, *, operation: str, partition: int | None = 
 
 
 @contextlib.contextmanager
-def consumer_span(tracer: trace.Tracer, record, group: str, *, links: Sequence[trace.Link] = ()) -> Iterator[Span]:
-    """A CONSUMER ``process <topic>`` span for one consumed record (a ``streams.records.RawRecord``),
-    child of the context in its headers, made current for the block. Exceptions are recorded
-    on the span and re-raised."""
+def consumer_span(tracer: trace.Tracer, record: RawRecord, group: str) -> Iterator[Span]:
+    """A CONSUMER ``process <topic>`` span for one consumed record, child of the context in its
+    headers, made current for the block. Exceptions are recorded on the span and re-raised."""
     with tracer.start_as_current_span(
         f"process {record.topic}", context=extract_context(record.headers), kind=SpanKind.CONSUMER,
         attributes={**messaging_attributes(record.topic, operation="process", partition=record.partition,
                                            offset=record.offset, key=record.key, group=group), STEP: "process"},
-        links=links,
     ) as span:
         yield span
 

@@ -62,7 +62,7 @@ function render(state) {
     for (const [topic, lag] of Object.entries(topics)) { lagNames.push(group + " · " + topic); lagValues.push(lag); }
   }
   Plotly.react("chart-lag", [{type: "bar", orientation: "h", y: lagNames, x: lagValues, name: "records"}],
-               {...LAYOUT, margin: {...LAYOUT.margin, l: 160}, showlegend: false}, CONFIG);
+               {...LAYOUT, margin: {...LAYOUT.margin, l: 280}, showlegend: false}, CONFIG);
   Plotly.react("chart-feedback", [{type: "bar", x: ["up", "down"], y: [tot.feedback_up, tot.feedback_down],
                                    marker: {color: ["#2e7d32", "#c62828"]}}],
                {...LAYOUT, showlegend: false}, CONFIG);
@@ -92,7 +92,7 @@ function renderTraces(traces) {
     if (!el) {
       el = document.createElement("div");
       el.id = "trace-" + t.trace_id;
-      el.className = "trace";
+      el.className = "waterfall";
       box.appendChild(el);
     }
     if (box.children[i] !== el) box.insertBefore(el, box.children[i]);

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from streams.topics import CATALOGUE
+
 pytestmark = pytest.mark.integration
 
 
@@ -78,8 +80,7 @@ def test_ask_json_status_topics_and_schema_export(settings, stack, tmp_path):
     assert all(t["ok"] for t in status["topics"])
 
     topics = json.loads(eddy(settings, "topics", "--json").stdout)
-    assert {t["name"] for t in topics} == {settings.topic(n) for n in
-                                           ("docs.changes", "index.events", "queries", "answers", "dlq")}
+    assert {t["name"] for t in topics} == {spec.full_name(settings) for spec in CATALOGUE}
     assert {t["name"]: t["cleanup_policy"] for t in topics}[settings.topic("docs.changes")] == "compact"
 
     out = tmp_path / "schemas"

@@ -1,32 +1,13 @@
-"""Shared pieces of the observability tests: a worker with the fast echo generator and the monitor
-on ports of its own, and the spans read back from the ``traces`` topic."""
+"""Shared pieces of the observability tests: the spans read back from the ``traces`` topic."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytest
-
 from eddy.settings import Settings
-from eddy.stack import Stack
-from tests.conftest import free_port
 from tests.integration.helpers import read_topic
-
-
-@pytest.fixture
-def obs_settings(settings: Settings) -> Settings:
-    """The test's settings with the echo generator (answers in milliseconds) and a monitor port of its own."""
-    return settings.model_copy(update={"generator": "echo", "monitor_port": free_port(), "monitor_tick_s": 0.5,
-                                       "monitor_lag_interval_s": 2.0, "tracing_export_delay_ms": 200})
-
-
-@pytest.fixture
-def obs_stack(obs_settings: Settings) -> Iterator[Stack]:
-    s = Stack(obs_settings)
-    yield s
-    s.stop_worker(kill=True)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ import uuid
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
+from confluent_kafka.admin import ConfigResource, ResourceType
 
 from eddy.cli import cli
+from pipelines.snapshot import SnapshotError, load_snapshot
 from schemas import AnswerEvent, Citation, Query
-from streams.admin import consumer_lag
+from streams.admin import admin_client, consumer_lag
 from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -132,15 +134,15 @@ def test_feedback_flows_to_vetted_and_rejected_topics_and_nothing_planted_leaks(
     out = json.loads(eddy(settings, "datasets", "export", "eval", str(tmp_path / "snapshots"), "--json"))
     assert out["records"] == 2 and out["ratings"] == {"down": 1, "up": 1}
     folder = tmp_path / "snapshots" / out["version"]
-    lines = (folder / "records.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["query_id"] for line in lines) == sorted([good, down])
-    import hashlib
-
-    assert hashlib.sha256((folder / "records.jsonl").read_bytes()).hexdigest() == out["content_sha256"]
+    manifest, records = load_snapshot(folder)  # what the pipelines call: hash and count checked
+    assert manifest == out and sorted(r.query_id for r in records) == sorted([good, down])
     assert out["version"].endswith(out["content_sha256"][:12])
     assert list(out["scrubbers"].values()) == [2] and out["time_range"]["first_feedback_at"]
     again = json.loads(eddy(settings, "datasets", "export", "eval", str(tmp_path / "snapshots"), "--json"))
     assert again["version"] == out["version"]  # same content, same version
+    (folder / "records.jsonl").write_text((folder / "records.jsonl").read_text().replace('"up"', '"down"'))
+    with pytest.raises(SnapshotError, match="content_sha256"):
+        load_snapshot(folder)
 
 
 def wait_consumed(settings, topics: tuple[str, ...], timeout_s: float = 120.0) -> None:
@@ -167,3 +169,11 @@ def test_join_state_survives_a_killed_worker(settings, client, stack):
     client.flush()
     [record] = values(settings, "datasets.eval", 1)
     assert record["query_id"] == qid and record["query"] == "How do I remove a directory tree with shutil?"
+
+    # The changelog keeps raw conversations: it must expire like `queries` and `answers`.
+    changelog = f"{settings.group_id}-curator-joins-changelog"
+    admin = admin_client(settings)
+    [future] = admin.describe_configs([ConfigResource(ResourceType.TOPIC, changelog)]).values()
+    config = future.result(timeout=10)
+    assert config["cleanup.policy"].value == "compact,delete"
+    assert int(config["retention.ms"].value) == 7 * 24 * 3600 * 1000

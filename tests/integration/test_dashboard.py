@@ -23,7 +23,6 @@ from eddy.settings import REPO_ROOT
 from infra.process import poll_until
 from schemas import DocumentChange
 from tests.conftest import free_port
-from tests.integration.observability import obs_settings, obs_stack  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +95,8 @@ def test_dashboard_shows_the_live_numbers_in_chromium(obs_settings, client, dash
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(dashboard)
         page.wait_for_selector("#status.ok", timeout=30_000)
         worker = threading.Thread(target=traffic)
@@ -127,6 +128,8 @@ def test_dashboard_shows_the_live_numbers_in_chromium(obs_settings, client, dash
         assert float(page_value(page, "cost_usd")) == pytest.approx(totals["cost_usd"])
         assert page.inner_text("#tile-answers") == str(QUERIES)
 
+        assert not errors, f"errors in the page: {errors}"
+        page.wait_for_function("""() => [...document.querySelectorAll("#traces > .waterfall")].every((el) => el.data)""")
         charts = page.evaluate("""() => {
             const data = (id) => document.getElementById(id).data || [];
             return {
@@ -135,7 +138,7 @@ def test_dashboard_shows_the_live_numbers_in_chromium(obs_settings, client, dash
                 tokens_last: data("chart-tokens")[0].y.at(-1),
                 throughput_points: data("chart-throughput")[0].y.length,
                 svg_charts: document.querySelectorAll(".chart .main-svg").length,
-                waterfalls: [...document.querySelectorAll("#traces .trace")].map(
+                waterfalls: [...document.querySelectorAll("#traces > .waterfall")].map(
                     (el) => [el.id, Number(el.dataset.spans), (el.data || [{}])[0].y.length]),
             };
         }""")

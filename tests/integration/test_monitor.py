@@ -12,7 +12,6 @@ from confluent_kafka import Producer
 
 from schemas import Alert, AlertRule, DocumentChange, Feedback
 from tests.integration.helpers import read_topic
-from tests.integration.observability import obs_settings, obs_stack  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

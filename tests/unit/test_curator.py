@@ -164,6 +164,7 @@ async def test_scrubber_failure_or_timeout_rejects_without_any_text(make, presid
     [rejection] = on(publisher, settings, "feedback.rejected")
     assert rejection["reason"] == "scrub_failed"
     assert rejection["query"] == rejection["answer"] == rejection["comment"] == ""
+    assert "exploded" not in rejection["detail"]  # an exception's message may quote the text
     everything = b"".join(v for _, _, v in publisher.sent)
     assert b"Margaret" not in everything and b"margaret@example.org" not in everything
 
@@ -190,3 +191,12 @@ def test_gibberish_rule_explains_itself_and_spares_real_questions():
     assert "letters" in gibberish_detail("1234 5678 !!!! ????")
     assert gibberish_detail("How do I read a CSV file with the csv module?") is None
     assert gibberish_detail("Why does <PERSON_1a2b3c4d> get a KeyError?") is None
+
+
+def test_cli_feedback_needs_a_rating():
+    from click.testing import CliRunner
+
+    from eddy.cli import cli
+
+    result = CliRunner().invoke(cli, ["feedback", "q1", "--share"])
+    assert result.exit_code == 2 and "give --up or --down" in result.output

@@ -132,6 +132,8 @@ def test_judge_replies_are_parsed_strictly():
         assert (grade.correctness, grade.faithfulness) == (4, 2)
     assert parse_grade("I think it is good").correctness is None
     assert parse_grade("correctness: 9").correctness is None
+    assert parse_grade("correctness: 5 = fully, 3 = partly").correctness is None  # a parroted rubric
+    assert parse_grade("**Correctness:** 4/5\n- faithfulness: 3").correctness == 4
 
 
 def test_openai_judge_posts_a_chat_completion_and_reads_the_grade():
@@ -216,9 +218,10 @@ def test_the_limit_sample_is_fixed_by_the_seed(dataset):
     assert len(sample_queries(dataset, 2, 0)) == 2 and sample_queries(dataset, None, 0) == ["q1", "q2", "q3"]
 
 
-def _report(run_id: str, created: str, ndcg: float, name: str = "tiny") -> dict:
+def _report(run_id: str, created: str, ndcg: float, name: str = "tiny", query_set: str = "all") -> dict:
     return {"format": 1, "run_id": run_id, "created_at": created, "collection": "c", "previous_run_id": None,
-            "dataset": {"name": name, "corpus_documents": 5, "queries": 3, "queries_evaluated": 3, "fingerprint": "f"},
+            "dataset": {"name": name, "corpus_documents": 5, "queries": 3, "queries_evaluated": 3, "fingerprint": "f",
+                        "query_set": query_set},
             "versions": {"pipeline": "p", "prompt": "v", "generator": "g", "embedder": "e", "chunker": "c",
                          "judge": None, "git_commit": "abc"},
             "ingest": {"chunks_embedded": 5, "chunks_unchanged": 0, "seconds": 1.0}, "elapsed_s": {"total": 2.0},
@@ -230,9 +233,11 @@ def test_reports_are_written_whole_and_compared_with_the_previous_one(tmp_path):
     first = _report("r1", "2026-01-01T00:00:00+00:00", 0.5)
     write_report(out, first, [], comparison(first, None))
     write_report(out, _report("other", "2026-01-02T00:00:00+00:00", 0.9, name="elsewhere"), [], [])
+    write_report(out, _report("sample", "2026-01-02T00:00:00+00:00", 0.7, query_set="sample"), [], [])
     second = _report("r2", "2026-01-03T00:00:00+00:00", 0.625)
-    previous = previous_report(out, "tiny", second["created_at"])
-    assert previous["run_id"] == "r1"  # the newest of the same dataset
+    previous = previous_report(out, "tiny", "all", second["created_at"])
+    assert previous["run_id"] == "r1"  # the newest of the same dataset and the same queries
+    assert previous_report(out, "tiny", "new-sample", second["created_at"])["run_id"] == "sample"
     rows = comparison(second, previous)
     assert ("ndcg@10", 0.5, 0.625, 0.125) in rows and ("mrr@10", 0.5, 0.5, 0.0) in rows
     run_dir = write_report(out, second, [{"query_id": "q1"}], rows)
@@ -273,3 +278,15 @@ def test_python_faq_keeps_question_headings_out_of_the_corpus(tmp_path):
     assert corpus["faq/general#what-is-python"]["title"] == "General FAQ > General Information"
     # outside faq/ a heading ending in "?" is an ordinary section title
     assert corpus["tutorial#why-read-it"]["title"] == "Tutorial > Why read it?"
+
+
+def test_the_metrics_plot_has_one_point_per_finished_run(tmp_path, monkeypatch):
+    import pipelines.evaluate as evaluate
+
+    plotted = []
+    monkeypatch.setattr(evaluate, "plot_metrics", lambda root, report, path: (
+        plotted.append([r["run_id"] for r in evaluate.finished_reports(root)]), path.write_bytes(b"png")))
+    write_report(tmp_path, _report("r1", "2026-01-01T00:00:00+00:00", 0.5), [], [])
+    write_report(tmp_path, _report("r2", "2026-01-02T00:00:00+00:00", 0.6), [], [])
+    # while r2 is written, only r1 is finished (r2's own report is still in a temporary directory)
+    assert plotted == [[], ["r1"]]
