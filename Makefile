@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.indexing
 	$(BIN)/python -m bench.query_path
 	$(BIN)/python -m bench.curator
+	$(BIN)/python -m bench.tracing
 
 down:
 	-$(BIN)/eddy down

@@ -8,7 +8,8 @@ Side by side, in one run, with the pipeline's own embedder (same model and dtype
 
 * ``sections``: one vector per corpus document (``title`` + text; the model reads its first 256
   word pieces, all-MiniLM-L6-v2's ``max_seq_length``) — how the ENVIRONMENT.md reference figures
-  (nDCG@10 0.694 on the Python FAQ) were measured;
+  (nDCG@10 0.694 on the Python FAQ) were measured; ``sections, no title`` embeds the text alone and
+  ``sections, fp32`` uses the float32 model instead of the pipeline's dtype;
 * ``chunks``: the chunk vectors the indexer wrote to ``eval_<name>`` in Milvus, a document ranked
   by its best chunk — what ``eddy eval`` scores (there through HNSW);
 * ``first chunks``: the same chunks, keeping only each document's first one (ordinal 0) — tells
@@ -79,26 +80,30 @@ def main() -> None:
     chunk_vectors, chunk_docs, ordinals = stored_chunks(settings.milvus_address, collection)
     if not len(chunk_docs):
         raise SystemExit(f"collection {collection} is empty: run `eddy eval --dataset {args.dataset}` first")
-    embedder = SentenceTransformerEmbedder(settings.embedder_model, settings.embed_batch_size, settings.embedder_dtype)
-    embedder.start()
     qids = list(dataset.queries)
-    queries = np.asarray(embedder.encode([dataset.queries[q] for q in qids]), dtype=np.float32)
-    t = time.perf_counter()
     section_ids = list(dataset.corpus)
-    sections = np.asarray(embedder.encode(
-        [f"{d['title']}\n{d['text']}" if d["title"] else d["text"] for d in dataset.corpus.values()]), dtype=np.float32)
-    print(f"{dataset.name}: {len(qids)} queries, {len(section_ids):,} sections embedded in "
-          f"{time.perf_counter() - t:.0f}s, {len(chunk_docs):,} chunks read from {collection}")
+    titled = [f"{d['title']}\n{d['text']}" if d["title"] else d["text"] for d in dataset.corpus.values()]
     first = [i for i, o in enumerate(ordinals) if o == 0]
-    variants = {
-        "sections": rank(queries, sections, section_ids),
-        "chunks": rank(queries, chunk_vectors, chunk_docs),
-        "first chunks": rank(queries, chunk_vectors[first], [chunk_docs[i] for i in first]),
-    }
-    print(f"{'variant':<14}" + "".join(f"{m:>12}" for m in METRICS))
+    variants: dict[str, list[dict[str, float]]] = {}
+    for dtype in (settings.embedder_dtype, "float32"):
+        embedder = SentenceTransformerEmbedder(settings.embedder_model, settings.embed_batch_size, dtype)
+        embedder.start()
+        queries = np.asarray(embedder.encode([dataset.queries[q] for q in qids]), dtype=np.float32)
+        t = time.perf_counter()
+        if dtype == settings.embedder_dtype:
+            variants["sections"] = rank(queries, np.asarray(embedder.encode(titled), np.float32), section_ids)
+            texts = [d["text"] for d in dataset.corpus.values()]
+            variants["sections, no title"] = rank(queries, np.asarray(embedder.encode(texts), np.float32), section_ids)
+            variants["chunks"] = rank(queries, chunk_vectors, chunk_docs)
+            variants["first chunks"] = rank(queries, chunk_vectors[first], [chunk_docs[i] for i in first])
+        else:
+            variants["sections, fp32"] = rank(queries, np.asarray(embedder.encode(titled), np.float32), section_ids)
+        print(f"{dataset.name} ({dtype}): {len(qids)} queries, sections embedded in {time.perf_counter() - t:.0f}s; "
+              f"{len(chunk_docs):,} chunks read from {collection}")
+    print(f"{'variant':<20}" + "".join(f"{m:>12}" for m in METRICS))
     for name, ranking in variants.items():
         means, _ = retrieval_metrics(dataset.qrels, dict(zip(qids, ranking, strict=True)), METRICS)
-        print(f"{name:<14}" + "".join(f"{means[m]:>12.4f}" for m in METRICS))
+        print(f"{name:<20}" + "".join(f"{means[m]:>12.4f}" for m in METRICS))
 
 
 if __name__ == "__main__":

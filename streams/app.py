@@ -124,11 +124,12 @@ def start_components(components: Components) -> None:
     components.collections.default.start()
 
 
-def register_agents(app: faust.App, settings: Settings, components: Components, agents: Sequence[str],
+def register_agents(app: faust.App, settings: Settings, components: Components | None, agents: Sequence[str],
                     tracing: Tracing | None = None) -> None:
     """Register the chosen agents on ``app``, each on its input topic (raw bytes in, raw bytes out).
 
-    ``tracing`` (this process's set-up) lets the monitor expose the span exporter's drop counts.
+    ``components`` may be None for a worker hosting only the monitor. ``tracing`` (this process's
+    set-up) lets the monitor expose the span exporter's drop counts.
     """
     from agents.answerer import Answerer
     from agents.indexer import Indexer
@@ -184,8 +185,10 @@ def run_worker(settings: Settings, agents: Sequence[str] = AGENTS) -> None:
     """Load models, create topics, register agents and run the faust Worker until SIGTERM/SIGINT."""
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    components = build_components(settings, agents=agents)
-    start_components(components)
+    # The monitor alone loads no model and needs no Milvus: a monitor-only worker starts in seconds.
+    components = build_components(settings, agents=agents) if set(agents) - {"monitor"} else None
+    if components is not None:
+        start_components(components)
     ensure_topics(settings)
     app = build_app(settings)
     tracing = configure_tracing(settings, "eddy-worker", **{"eddy.agents": ",".join(agents)})
@@ -203,4 +206,5 @@ def run_worker(settings: Settings, agents: Sequence[str] = AGENTS) -> None:
     finally:
         ready.unlink(missing_ok=True)
         tracing.shutdown()
-        components.collections.close()
+        if components is not None:
+            components.collections.close()

@@ -24,7 +24,8 @@ function times(state) {
 
 function line(el, x, series) {
   Plotly.react(el, series.map(([name, y, axis]) => ({x, y, name, type: "scatter", mode: "lines", yaxis: axis || "y"})),
-               {...LAYOUT, yaxis2: {overlaying: "y", side: "right", showgrid: false}}, CONFIG);
+               {...LAYOUT, margin: {...LAYOUT.margin, r: series.some((s) => s[2]) ? 55 : 10},
+                yaxis2: {overlaying: "y", side: "right", showgrid: false}}, CONFIG);
 }
 
 function render(state) {
