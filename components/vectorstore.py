@@ -659,6 +659,8 @@ def read_live_doc_ids(uri: str, collection: str, source: str) -> list[str]:
     with _session(uri, "read live documents") as client:
         if not client.has_collection(collection + DOCS_SUFFIX):
             return []
+        # A restarted server starts with collections released; loading first avoids a failed query.
+        client.load_collection(collection + DOCS_SUFFIX)
     store = MilvusVectorStore(uri, collection, 1, "", "")
     store.connect()
     try:

@@ -348,7 +348,7 @@ def render_markdown(report: dict, rows: list[tuple]) -> str:
         f"run total {report['elapsed_s']['total']} s", "",
         "| metric | previous | current | delta |", "|---|---:|---:|---:|",
     ]
-    lines += [f"| {label} | {_fmt(b)} | {_fmt(n)} | {'' if dl is None else f'{dl:+.4f}'} |" for label, b, n, dl in rows]
+    lines += [f"| {label} | {_fmt(b)} | {_fmt(n)} | {'' if dl is None else f'{dl:+.4g}'} |" for label, b, n, dl in rows]
     if report.get("previous_run_id"):
         lines += ["", f"Previous run: `{report['previous_run_id']}`"
                   + ("." if report.get("previous_comparable") else " (other queries or dataset: deltas are indicative only).")]

@@ -242,7 +242,7 @@ def test_reports_are_written_whole_and_compared_with_the_previous_one(tmp_path):
     assert ("ndcg@10", 0.5, 0.625, 0.125) in rows and ("mrr@10", 0.5, 0.5, 0.0) in rows
     run_dir = write_report(out, second, [{"query_id": "q1"}], rows)
     assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.png", "report.json", "report.md"]
-    assert "| ndcg@10 | 0.5 | 0.625 | +0.1250 |" in (run_dir / "report.md").read_text()
+    assert "| ndcg@10 | 0.5 | 0.625 | +0.125 |" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "report.json").read_text())["per_query"] == [{"query_id": "q1"}]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary directory left
 
