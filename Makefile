@@ -31,7 +31,7 @@ demo: $(STAMP)
 # Headless Chromium for the dashboard test: Debian's package (Playwright downloads no browser).
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
-	apt-get update -q && apt-get install -y -q --no-install-recommends chromium
+	$$([ "$$(id -u)" -eq 0 ] || echo sudo) sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends chromium'
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -ra
