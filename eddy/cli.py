@@ -37,6 +37,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       eddy ingest --python-docs --wait
       eddy ask "How do I copy a file?"
       eddy status                  what runs, topics, consumer lag, rows
+      eddy dashboard               live metrics, alerts and traces in the browser
+      eddy datasets build python-faq data/faq && eddy eval --dataset data/faq
       eddy down
 
     Every setting is an environment variable with the EDDY_ prefix (see README.md).
