@@ -524,11 +524,14 @@ class _Bars:
               help="Chunks retrieved per query for the retrieval metrics (documents ranked by their best chunk).")
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=None, help="Answer budget (default EDDY_MAX_NEW_TOKENS).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
+@click.option("--concurrency", type=click.IntRange(1), default=None,
+              help="Queries in flight [default: all at once; 1 with --answers, so latency is measured unloaded].")
 @click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True,
               help="Give up when no index event or answer arrived for this many seconds.")
 @click.pass_context
 def eval_(ctx: click.Context, dataset_dir: Path, collection: str | None, limit: int | None, answers: bool,
-          judge: bool, out_root: Path | None, depth: int, max_tokens: int | None, seed: int, timeout_s: float) -> None:
+          judge: bool, out_root: Path | None, depth: int, max_tokens: int | None, seed: int, concurrency: int | None,
+          timeout_s: float) -> None:
     """Measure retrieval (nDCG@10, MRR@10, Recall@1/5/10/100) and, with --answers, answer quality of the
     live pipeline on a dataset: the corpus goes through docs.changes into its own collection, every
     query through queries/answers. Writes report.json, report.md and plots to a new directory under
@@ -540,8 +543,8 @@ def eval_(ctx: click.Context, dataset_dir: Path, collection: str | None, limit: 
     from pipelines.judge import build_judge
 
     settings = _settings(ctx)
-    config = EvalConfig(dataset=dataset_dir, out=out_root or settings.home / "eval", collection=collection,
-                        limit=limit, answers=answers, depth=depth, seed=seed, max_tokens=max_tokens,
+    config = EvalConfig(out=out_root or settings.home / "eval", collection=collection, limit=limit, answers=answers,
+                        depth=depth, seed=seed, max_tokens=max_tokens, concurrency=concurrency,
                         idle_timeout_s=timeout_s)
     try:
         dataset = load_dataset(dataset_dir)

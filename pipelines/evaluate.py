@@ -68,7 +68,6 @@ class EvalConfig:
     1 with --answers so latency is measured unloaded); ``idle_timeout_s``: give up when no
     IndexEvent/answer arrived for that long."""
 
-    dataset: Path
     out: Path
     collection: str | None = None
     limit: int | None = None
@@ -171,7 +170,7 @@ def ingest_corpus(
 
 
 def ask_queries(
-    settings: Settings, client: EddyClient, dataset: Dataset, query_ids: list[str], collection: str,
+    client: EddyClient, dataset: Dataset, query_ids: list[str], collection: str,
     config: EvalConfig, run_id: str, progress: Reporter,
 ) -> dict[str, AnswerEvent]:
     """Publish the queries (``concurrency`` in flight) and return the terminal answer event per dataset query id."""
@@ -455,7 +454,7 @@ def run_eval(settings: Settings, dataset: Dataset, config: EvalConfig, judge: Ju
     try:
         ingest = ingest_corpus(settings, client, dataset, collection, progress, config.idle_timeout_s)
         t1 = time.perf_counter()
-        finals = ask_queries(settings, client, dataset, query_ids, collection, config, run_id, progress)
+        finals = ask_queries(client, dataset, query_ids, collection, config, run_id, progress)
     finally:
         client.close()
     t2 = time.perf_counter()

@@ -207,10 +207,10 @@ def test_bad_layouts_are_refused_with_the_file_and_reason(tmp_path, mutate, mess
 def test_loading_keeps_judged_queries_and_counts_the_others(dataset):
     assert list(dataset.queries) == ["q1", "q2", "q3"] and dataset.queries_without_qrels == 1
     assert dataset.qrels["q3"] == {"d4": 1, "d5": 1}
-    check_config(dataset, EvalConfig(dataset=dataset.root, out=dataset.root, answers=True))
+    check_config(dataset, EvalConfig(out=dataset.root, answers=True))
     dataset.answers = {}
     with pytest.raises(DatasetError, match="needs answers.jsonl"):
-        check_config(dataset, EvalConfig(dataset=dataset.root, out=dataset.root, answers=True))
+        check_config(dataset, EvalConfig(out=dataset.root, answers=True))
 
 
 def test_the_limit_sample_is_fixed_by_the_seed(dataset):
