@@ -23,6 +23,16 @@ POM = Path(__file__).resolve().parent / "maven" / "pom.xml"
 KAFKA_VERSION = "3.9.1"
 
 
+def random_cluster_id() -> str:
+    """A KRaft cluster id as ``kafka-storage random-uuid`` prints it: Kafka's ``Uuid.toString()``, the 16
+    random bytes in unpadded base64url, drawn again when it starts with ``-`` (as ``Uuid.randomUuid()``
+    does), which the storage tool's argument parser would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """One Apache Kafka broker under ``home`` (``home/kafka``: libs, config, data; ``home/logs/kafka.log``).
 
@@ -126,8 +136,7 @@ class KafkaBroker:
     def _format_storage(self) -> None:
         if (self.data / "meta.properties").exists():
             return
-        # Kafka's Uuid.toString(): the 16 bytes in unpadded base64url (what `kafka-storage random-uuid` prints).
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = random_cluster_id()
         proc = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config)),
             capture_output=True, text=True,
