@@ -34,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from components.vectorstore import call_milvus, connect_milvus
+
 FILTERS_VERSION = "junk-rules-v1+dup-cosine"
 
 _VOWELS = set("aeiouyAEIOUY")
@@ -198,25 +200,12 @@ class MilvusVettedIndex:
         self._client: Any = None
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from components.vectorstore import _classify, _is_not_loaded
-
-        try:
-            return fn(*args, timeout=self.timeout_s, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - classified as RetryableError / PermanentError
-            if _is_not_loaded(exc):
-                self._client.load_collection(self.collection, timeout=self.timeout_s)
-                return fn(*args, timeout=self.timeout_s, **kwargs)
-            raise _classify(exc, what) from exc
+        return call_milvus(self._client, (self.collection,), what, fn, *args, timeout_s=self.timeout_s, **kwargs)
 
     def start(self) -> None:
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType
 
-        from components.vectorstore import _classify
-
-        try:
-            self._client = MilvusClient(uri=self.uri, timeout=self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - classified
-            raise _classify(exc, f"connect to {self.uri}") from exc
+        self._client = connect_milvus(self.uri, self.timeout_s)
         c = self._client
         if self._call("look up the vetted collection", c.has_collection, self.collection):
             return

@@ -292,12 +292,7 @@ class MilvusVectorStore:
         ``start()`` calls it. Raises RetryableError when Milvus cannot be reached."""
         with self._lock:
             if self._client is None:
-                from pymilvus import MilvusClient
-
-                try:
-                    self._client = MilvusClient(uri=self.uri, timeout=self.timeout_s)
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    raise _classify(exc, f"connect to {self.uri}") from exc
+                self._client = connect_milvus(self.uri, self.timeout_s)
             return self._client
 
     @property
@@ -307,22 +302,9 @@ class MilvusVectorStore:
         return self._client
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, timeout=..., **kwargs)`` with errors translated; reloads a released collection once."""
-        kwargs.setdefault("timeout", self.timeout_s)
-        try:
-            return fn(*args, **kwargs)
-        except (RetryableError, PermanentError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if _is_not_loaded(exc) and self._client is not None:
-                # A restarted Milvus Lite server starts with indexed collections released.
-                try:
-                    for name in (self.collection, self.docs_collection):
-                        self._client.load_collection(name, timeout=self.timeout_s)
-                    return fn(*args, **kwargs)
-                except Exception as again:  # noqa: BLE001
-                    raise _classify(again, what) from again
-            raise _classify(exc, what) from exc
+        """``fn(*args, timeout=..., **kwargs)`` with errors translated; reloads released collections once."""
+        return call_milvus(self._c, (self.collection, self.docs_collection), what, fn, *args,
+                           timeout_s=self.timeout_s, **kwargs)
 
     # ------------------------------------------------------------------ schema
     def _properties(self) -> dict[str, str]:
@@ -558,6 +540,37 @@ class MilvusVectorStore:
                    uri=entity.get("uri", ""), title=entity.get("title", ""), score=float(h.get("distance")))
 
 
+def connect_milvus(uri: str, timeout_s: float) -> Any:
+    """A ``pymilvus.MilvusClient`` for ``uri``; RetryableError when the server cannot be reached."""
+    from pymilvus import MilvusClient
+
+    try:
+        return MilvusClient(uri=uri, timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - classified below
+        raise _classify(exc, f"connect to {uri}") from exc
+
+
+def call_milvus(client: Any, reload: Sequence[str], what: str, fn: Callable[..., T], *args: Any,
+                timeout_s: float, **kwargs: Any) -> T:
+    """``fn(*args, timeout=timeout_s, **kwargs)`` with pymilvus errors translated to RetryableError /
+    PermanentError (the pymilvus exception is the ``__cause__``). A restarted Milvus Lite server starts
+    with indexed collections released: then the ``reload`` collections are loaded and the call retried once."""
+    kwargs.setdefault("timeout", timeout_s)
+    try:
+        return fn(*args, **kwargs)
+    except (RetryableError, PermanentError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below
+        if not _is_not_loaded(exc):
+            raise _classify(exc, what) from exc
+        try:
+            for name in reload:
+                client.load_collection(name, timeout=timeout_s)
+            return fn(*args, **kwargs)
+        except Exception as again:  # noqa: BLE001
+            raise _classify(again, what) from again
+
+
 # --------------------------------------------------------------------------- collections of a worker
 class UnknownCollectionError(PermanentError):
     """A query named a collection that does not exist."""
@@ -606,12 +619,7 @@ class Collections:
 @contextlib.contextmanager
 def _session(uri: str, what: str, timeout_s: float = 20.0) -> Iterator[Any]:
     """A ``MilvusClient`` for one helper call: errors classified as RetryableError/PermanentError, closed after."""
-    from pymilvus import MilvusClient
-
-    try:
-        client = MilvusClient(uri=uri, timeout=timeout_s)
-    except Exception as exc:  # noqa: BLE001
-        raise _classify(exc, f"connect to {uri}") from exc
+    client = connect_milvus(uri, timeout_s)
     try:
         yield client
     except (RetryableError, PermanentError):

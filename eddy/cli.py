@@ -393,9 +393,10 @@ def schemas() -> None:
 def schemas_export(ctx: click.Context, directory: Path) -> None:
     """Write one JSON Schema per event type and the AsyncAPI document of the topics into DIRECTORY."""
     from schemas.export import export_json_schemas
+    from streams.topics import event_models
     from streams.asyncapi import asyncapi_document
 
-    for path in export_json_schemas(directory):
+    for path in export_json_schemas(directory, event_models()):
         console.print(str(path))
     path = directory / "asyncapi.json"
     path.write_text(json.dumps(asyncapi_document(_settings(ctx)), indent=2) + "\n")

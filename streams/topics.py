@@ -90,3 +90,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("feedback.audit", "query_id", ScrubAudit, "delete", retention_ms=365 * DAY_MS,
               description="per curated conversation: entity types removed and how many, never the values"),
 )
+
+
+def event_models() -> list[type[BaseModel]]:
+    """The JSON event models of the catalogue's topics, each once, in catalogue order."""
+    return list(dict.fromkeys(spec.schema for spec in CATALOGUE if spec.schema is not None))

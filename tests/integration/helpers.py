@@ -26,6 +26,15 @@ def section_doc(doc_id: str, sections: int, salt: str = "") -> str:
     return "\n".join(parts)
 
 
+def publish_and_wait(client, changes, timeout_s: float = 180.0) -> list:
+    """Publish DocumentChanges and return their IndexEvents once every one is indexed."""
+    start = client.end_offsets("index.events")
+    for change in changes:
+        client.publish_change(change)
+    client.flush()
+    return client.wait_indexed([str(c.event_id) for c in changes], start, timeout_s=timeout_s)
+
+
 def read_topic(settings: Settings, name: str, *, min_count: int = 0, timeout_s: float = 30.0) -> list:
     """Every record of a topic from the beginning (waits until ``min_count`` records were read)."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"read-{uuid.uuid4().hex}",

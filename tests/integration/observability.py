@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from eddy.settings import Settings
+from infra.process import poll_until
 from tests.integration.helpers import read_topic
 
 
@@ -46,11 +46,13 @@ def decode_spans(key: bytes, value: bytes) -> list[SpanRecord]:
 def wait_for_spans(settings: Settings, done: Callable[[list[SpanRecord]], bool], timeout_s: float = 60.0
                    ) -> list[SpanRecord]:
     """Every span on ``traces`` once ``done(spans)`` holds (AssertionError after ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
     spans: list[SpanRecord] = []
-    while time.monotonic() < deadline:
+
+    def satisfied() -> bool:
+        nonlocal spans
         spans = [s for m in read_topic(settings, "traces", timeout_s=5) for s in decode_spans(m.key(), m.value())]
-        if done(spans):
-            return spans
-        time.sleep(0.5)
-    raise AssertionError(f"spans on traces never satisfied the condition: {sorted({s.name for s in spans})}")
+        return done(spans)
+
+    if not poll_until(satisfied, timeout_s=timeout_s, interval_s=0.5):
+        raise AssertionError(f"spans on traces never satisfied the condition: {sorted({s.name for s in spans})}")
+    return spans

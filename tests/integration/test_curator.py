@@ -5,7 +5,6 @@ from the CLI and the SDK to datasets.eval / datasets.train / feedback.rejected, 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -14,6 +13,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import ConfigResource, ResourceType
 
 from eddy.cli import cli
+from infra.process import poll_until
 from pipelines.snapshot import SnapshotError, load_snapshot
 from schemas import AnswerEvent, Citation, Query
 from streams.admin import admin_client, consumer_lag
@@ -147,14 +147,14 @@ def test_feedback_flows_to_vetted_and_rejected_topics_and_nothing_planted_leaks(
 
 def wait_consumed(settings, topics: tuple[str, ...], timeout_s: float = 120.0) -> None:
     """Until the worker's group has committed offsets at the end of ``topics``."""
-    deadline = time.monotonic() + timeout_s
     names = {settings.topic(t) for t in topics}
-    while time.monotonic() < deadline:
+
+    def consumed() -> bool:
         lag = consumer_lag(settings).get(settings.group_id, {})
-        if names <= set(lag) and all(lag[n] == 0 for n in names):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the curator did not consume {sorted(names)}: lag {consumer_lag(settings)}")
+        return names <= set(lag) and all(lag[n] == 0 for n in names)
+
+    if not poll_until(consumed, timeout_s=timeout_s, interval_s=0.5):
+        raise AssertionError(f"the curator did not consume {sorted(names)}: lag {consumer_lag(settings)}")
 
 
 def test_join_state_survives_a_killed_worker(settings, client, stack):

@@ -23,6 +23,7 @@ from eddy.settings import REPO_ROOT
 from infra.process import poll_until
 from schemas import DocumentChange
 from tests.conftest import free_port
+from tests.integration.helpers import publish_and_wait
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +71,9 @@ def test_dashboard_shows_the_live_numbers_in_chromium(obs_settings, client, dash
     from playwright.sync_api import sync_playwright
 
     s = obs_settings
-    start = client.end_offsets("index.events")
-    change = client.publish_change(DocumentChange(op="upsert", doc_id="copy", version=1, title="Copying files",
-                                                  text="Use shutil.copy(src, dst) to copy a file.",
-                                                  content_type="text/plain"))
-    client.flush()
-    client.wait_indexed([str(change.event_id)], start, timeout_s=120)
+    publish_and_wait(client, [DocumentChange(op="upsert", doc_id="copy", version=1, title="Copying files",
+                                             text="Use shutil.copy(src, dst) to copy a file.",
+                                             content_type="text/plain")], timeout_s=120)
 
     finals = []
 

@@ -8,17 +8,9 @@ import json
 import pytest
 
 from schemas import DocumentChange
-from tests.integration.helpers import assert_index_matches, dead_letters, read_topic, section_doc
+from tests.integration.helpers import assert_index_matches, dead_letters, publish_and_wait, read_topic, section_doc
 
 pytestmark = pytest.mark.integration
-
-
-def publish_and_wait(client, changes, timeout_s=180.0):
-    start = client.end_offsets("index.events")
-    for change in changes:
-        client.publish_change(change)
-    client.flush()
-    return client.wait_indexed([str(c.event_id) for c in changes], start, timeout_s=timeout_s)
 
 
 def upsert(doc_id, version, text, **kw):

@@ -4,14 +4,14 @@ rule that fires and then resolves, published on ``alerts``."""
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 
 import pytest
 from confluent_kafka import Producer
 
 from schemas import Alert, AlertRule, DocumentChange, Feedback
-from tests.integration.helpers import read_topic
+from infra.process import poll_until
+from tests.integration.helpers import publish_and_wait, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -22,18 +22,19 @@ def get(url: str) -> str:
 
 
 def wait_metrics(url: str, lines: list[str], timeout_s: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout_s
     text = ""
-    while time.monotonic() < deadline:
+
+    def shows_all() -> bool:
+        nonlocal text
         try:
             text = get(url)
         except OSError:
             text = ""
-        if all(line in text for line in lines):
-            return text
-        time.sleep(0.5)
-    missing = [line for line in lines if line not in text]
-    raise AssertionError(f"/metrics never showed {missing}")
+        return all(line in text for line in lines)
+
+    if not poll_until(shows_all, timeout_s=timeout_s, interval_s=0.5):
+        raise AssertionError(f"/metrics never showed {[line for line in lines if line not in text]}")
+    return text
 
 
 @pytest.fixture
@@ -49,12 +50,9 @@ def monitored(obs_settings, obs_stack):
 def test_metrics_and_alert_fire_then_resolve(monitored, client):
     s = monitored
     base = f"http://127.0.0.1:{s.monitor_port}"
-    start = client.end_offsets("index.events")
-    change = client.publish_change(DocumentChange(op="upsert", doc_id="d1", version=1, title="Copying",
-                                                  text="Use shutil.copy(src, dst) to copy a file.",
-                                                  content_type="text/plain"))
-    client.flush()
-    client.wait_indexed([str(change.event_id)], start, timeout_s=120)
+    publish_and_wait(client, [DocumentChange(op="upsert", doc_id="d1", version=1, title="Copying",
+                                             text="Use shutil.copy(src, dst) to copy a file.",
+                                             content_type="text/plain")], timeout_s=120)
 
     async def ask():
         return [e async for e in client.ask("How do I copy a file?", timeout_s=120)]
