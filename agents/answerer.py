@@ -36,7 +36,7 @@ from opentelemetry.trace import SpanKind
 from components.base import Embedder, GenerationParams, GenerationStats, Generator, Hit
 from components.prompts import PROMPT_V1, build_messages, fit_hits
 from components.vectorstore import Collections
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import AnswerEvent, Citation, Query, Retrieved, Timings, Usage
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters

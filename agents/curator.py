@@ -45,7 +45,7 @@ import numpy as np
 from components.base import Embedder
 from components.curation import FILTERS_VERSION, JunkRules, Verdict, VettedIndex
 from components.scrubbing import Conversation, Scrubbed, Scrubber
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import AnswerEvent, Citation, EvalRecord, Feedback, HistoryTurn, Query, Rejection, ScrubAudit, TrainRecord
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters
@@ -309,7 +309,7 @@ def register_curator(app: faust.App, settings: Settings, publisher: Publisher, d
     from streams.app import to_raw
 
     scrubber = PresidioScrubber(
-        load_scrub_key(settings.scrub_key, settings.home),
+        load_scrub_key(settings.scrub_key.get_secret_value() if settings.scrub_key else None, settings.home),
         internal_domains=[d.strip() for d in settings.scrub_internal_domains.split(",") if d.strip()],
     )
     scrubber.start()

@@ -51,7 +51,7 @@ from components.base import (
     VectorStore,
 )
 from components.vectorstore import Collections
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import DocumentChange, IndexEvent
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters

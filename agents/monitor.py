@@ -42,7 +42,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import Alert, AlertRule, AnswerEvent, DeadLetter, Feedback, IndexEvent, ModelPrice
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from components.vectorstore import drop_collection
-from eddy.settings import Settings
+from config.settings import Settings
 from eddy.stack import Stack
 from streams.admin import admin_client, ensure_topics
 from streams.client import EddyClient

@@ -248,7 +248,7 @@ def curator_throughput(scrubber: PresidioScrubber, samples: list[Sample]) -> Non
     from agents.curator import Curator, _Item
     from components.curation import JunkRules, MemoryVettedIndex
     from components.embedding import SentenceTransformerEmbedder
-    from eddy.settings import Settings
+    from config.settings import Settings
     from schemas import AnswerEvent, Feedback, Query
     from streams.dlq import DeadLetters
     from streams.records import MemoryPublisher
@@ -282,7 +282,7 @@ def technical_false_positives(scrubber: PresidioScrubber) -> None:
     numbers, product names). Everything found there is a false positive, bar the few real
     names and e-mail addresses the documentation credits."""
     from eddy.python_docs import ensure_python_docs
-    from eddy.settings import Settings
+    from config.settings import Settings
 
     sources = ensure_python_docs(Settings().home / "data")
     paragraphs = [p for d in ("faq", "tutorial") for f in sorted((sources / d).glob("*.rst.txt"))

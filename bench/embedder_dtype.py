@@ -15,7 +15,7 @@ from components.chunking import StructureChunker
 from components.embedding import SentenceTransformerEmbedder
 from eddy.ingest import python_docs_files, read_text
 from eddy.python_docs import ensure_python_docs
-from eddy.settings import Settings
+from config.settings import Settings
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from components.embedding import SentenceTransformerEmbedder
-from eddy.settings import Settings
+from config.settings import Settings
 from eddy.stack import Stack
 from pipelines.datasets import load_dataset
 from pipelines.evaluate import collection_name

@@ -15,7 +15,7 @@ from bench.common import bench_stack, publish_wait
 from components.chunking import StructureChunker
 from eddy.ingest import python_docs_files, read_text
 from eddy.python_docs import ensure_python_docs
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import DocumentChange
 
 

@@ -17,7 +17,7 @@ from components.chunking import StructureChunker
 from components.embedding import SentenceTransformerEmbedder
 from eddy.ingest import python_docs_files, read_text
 from eddy.python_docs import ensure_python_docs
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import DocumentChange
 
 

@@ -21,7 +21,7 @@ from bench.common import bench_stack, peak_rss_mb, publish_wait, summary
 from components.chunking import parse_sections
 from eddy.ingest import python_docs_files, read_text
 from eddy.python_docs import ensure_python_docs
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import DocumentChange
 
 

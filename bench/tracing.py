@@ -23,7 +23,7 @@ from bench.common import bench_stack, pct, publish_wait, summary
 from bench.query_path import ask_one, faq_questions
 from eddy.ingest import python_docs_files, read_text
 from eddy.python_docs import ensure_python_docs
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import DocumentChange
 
 

@@ -1,3 +1,5 @@
-"""Eddy: event-driven LLMOps on Apache Kafka (the `eddy` command and its settings)."""
+"""Eddy: event-driven LLMOps on Apache Kafka — the `eddy` command, demo and dashboard."""
 
-__version__ = "0.1.0"
+from config import __version__
+
+__all__ = ["__version__"]

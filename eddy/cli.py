@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from eddy.settings import Settings
+from config.settings import Settings
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

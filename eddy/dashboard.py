@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from eddy.settings import Settings
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 

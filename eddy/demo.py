@@ -8,7 +8,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from eddy.settings import Settings
+from config.settings import Settings
 
 #: Real questions from the Python FAQ (Debian python3.11-doc, faq/*.rst.txt).
 FAQ_QUESTIONS = (

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from eddy.settings import Settings
+from config.settings import Settings
 from infra.kafka import KafkaBroker
 from infra.milvus import MilvusLiteServer
 from infra.process import read_pid, spawn, stop, wait_until

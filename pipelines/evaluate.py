@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from eddy import __version__
-from eddy.settings import REPO_ROOT, Settings
+from config import __version__
+from config.settings import REPO_ROOT, Settings
 from pipelines.datasets import Dataset, DatasetError
 from pipelines.judge import JUDGE_PROMPT_VERSION, Grade, Judge
 from pipelines.metrics import RETRIEVAL_METRICS, RougeL, document_ranking, retrieval_metrics, token_f1

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from components.base import ChatMessage, GenerationParams, GenerationStats, Generator
-from eddy.settings import Settings
+from config.settings import Settings
 
 JUDGE_PROMPT_VERSION = "judge-v1"
 _SYSTEM = (
@@ -125,7 +125,8 @@ def build_judge(settings: Settings) -> Judge:
     """The configured judge: OpenAIJudge when ``judge_url`` is set, else a started local GeneratorJudge
     (loading the model takes seconds; PermanentError for an unknown model name)."""
     if settings.judge_url:
-        return OpenAIJudge(settings.judge_url, settings.judge_model, settings.judge_api_key)
+        key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
+        return OpenAIJudge(settings.judge_url, settings.judge_model, key)
     from components.generation import build_generator
 
     generator = build_generator(settings.judge_model, settings.home / "models")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from eddy.settings import Settings
+from config.settings import Settings
 from streams.topics import CATALOGUE, TopicSpec
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import faust
 
 from components.vectorstore import Collections
-from eddy.settings import Settings
+from config.settings import Settings
 from streams.admin import ensure_topics
 from streams.dlq import DeadLetters
 from streams.records import RawRecord

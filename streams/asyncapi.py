@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from eddy import __version__
-from eddy.settings import Settings
+from config import __version__
+from config.settings import Settings
 from streams.topics import CATALOGUE
 
 #: What users do on each topic (AsyncAPI operations are from the user's point of view).

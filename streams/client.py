@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import AnswerEvent, DocumentChange, Feedback, HistoryTurn, IndexEvent, Query, QueryOptions
 from streams.tracing import inject_headers, messaging_attributes
 

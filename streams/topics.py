@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import (
     Alert,
     AnswerEvent,

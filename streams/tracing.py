@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from eddy.settings import Settings
+from config.settings import Settings
 
 if TYPE_CHECKING:
     from streams.records import RawRecord

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eddy.settings import Settings
+from config.settings import Settings
 from eddy.stack import Stack
 from infra.kafka import KafkaBroker
 from infra.milvus import MilvusLiteServer

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from eddy.settings import Settings
+from config.settings import Settings
 from eddy.stack import Stack
 from schemas import ModelPrice
 from tests.conftest import free_port

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from components.chunking import StructureChunker
 from components.embedding import embedder_id
 from components.vectorstore import MilvusVectorStore
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import DocumentChange
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eddy.settings import Settings
+from config.settings import Settings
 from infra.process import poll_until
 from tests.integration.helpers import read_topic
 

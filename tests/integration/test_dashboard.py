@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from eddy.settings import REPO_ROOT
+from config.settings import REPO_ROOT
 from infra.process import poll_until
 from schemas import DocumentChange
 from tests.conftest import free_port

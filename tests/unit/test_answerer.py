@@ -14,7 +14,7 @@ from components.chunking import StructureChunker
 from components.embedding import HashEmbedder
 from components.generation import EchoGenerator
 from components.vectorstore import Collections, InMemoryVectorStore
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import AnswerEvent, DeadLetter, Query
 from streams.dlq import DeadLetters
 from streams.records import MemoryPublisher, RawRecord

@@ -1,6 +1,6 @@
 """The AsyncAPI document is generated from the catalogue and every reference in it resolves."""
 
-from eddy.settings import Settings
+from config.settings import Settings
 from streams.asyncapi import asyncapi_document
 from streams.topics import CATALOGUE
 

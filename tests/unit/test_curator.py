@@ -12,7 +12,7 @@ from agents.curator import Curator
 from components.curation import JunkRules, MemoryVettedIndex, gibberish_detail
 from components.embedding import HashEmbedder
 from components.scrubbing import FailingScrubber, PresidioScrubber
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import AnswerEvent, Citation, Feedback, HistoryTurn, Query
 from streams.dlq import DeadLetters
 from streams.records import MemoryPublisher, RawRecord

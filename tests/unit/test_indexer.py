@@ -11,7 +11,7 @@ from components.base import RetryableError
 from components.chunking import StructureChunker
 from components.embedding import HashEmbedder
 from components.vectorstore import Collections, InMemoryVectorStore
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import DeadLetter, DocumentChange, IndexEvent
 from streams.dlq import DeadLetters
 from streams.records import MemoryPublisher, RawRecord

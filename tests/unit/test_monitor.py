@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import generate_latest
 
 from agents.monitor import AlertEvaluator, Monitor, MonitorState, ks_statistic, price_of
-from eddy.settings import Settings
+from config.settings import Settings
 from schemas import AlertRule, AnswerEvent, Citation, DeadLetter, Feedback, IndexEvent, ModelPrice, Timings, Usage
 from streams.dlq import DeadLetters
 from streams.records import MemoryPublisher, RawRecord
@@ -147,7 +147,7 @@ def test_grafana_dashboard_queries_only_metrics_the_monitor_exports():
     import json
     import re
 
-    from eddy.settings import REPO_ROOT
+    from config.settings import REPO_ROOT
     from streams.tracing import ExporterStats
 
     state = MonitorState(settings(), exporter_stats=ExporterStats())

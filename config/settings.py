@@ -10,16 +10,18 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.alerts import AlertRule, ModelPrice
+from config.rules import AlertRule, ModelPrice
 
+__version__ = "0.1.0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository (or installed tree) root: ``.eddy/`` state and ``infra/`` assets are found from here."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDDY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDY_", extra="ignore", frozen=True)
 
     # --- state and local stack -------------------------------------------------------
     home: Path = Field(REPO_ROOT / ".eddy", description="state dir: broker data, Milvus data, logs, pid files, model cache")
@@ -114,8 +116,8 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(19465, description="`eddy dashboard` serves on 127.0.0.1 at this port")
 
     # --- feedback curation --------------------------------------------------------------------
-    scrub_key: str | None = Field(
-        None, repr=False,
+    scrub_key: SecretStr | None = Field(
+        None,
         description="HMAC key of the PII pseudonyms (>= 16 chars); unset = a random key kept in home/secrets/scrub.key",
     )
     scrub_timeout_s: float = Field(10.0, gt=0, description="a scrub batch taking longer is rejected (fail closed)")
@@ -136,7 +138,7 @@ class Settings(BaseSettings):
         description="LLM-as-judge of `eddy eval --answers`: a model name at judge_url, or without judge_url a local generator",
     )
     judge_url: str | None = Field(None, description="OpenAI-compatible base URL of the judge (e.g. http://host:8000/v1)")
-    judge_api_key: str | None = Field(None, description="bearer token for judge_url, when it needs one")
+    judge_api_key: SecretStr | None = Field(None, description="bearer token for judge_url, when it needs one")
 
     @property
     def bootstrap_servers(self) -> str:
@@ -156,9 +158,13 @@ class Settings(BaseSettings):
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``EDDY_*`` variables, so a child process (the worker) rebuilds the same object."""
+        values = self.model_dump(mode="json")
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                values[name] = value.get_secret_value()
         return {
             f"EDDY_{name.upper()}": json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-            for name, value in self.model_dump(mode="json").items()
+            for name, value in values.items()
             if value is not None
         }
 
