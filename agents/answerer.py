@@ -33,15 +33,16 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from components.base import Embedder, GenerationParams, GenerationStats, Generator, Hit
+from components.base import Embedder, GenerationParams, GenerationStats, Generator, Hit, Reranker
+from components.collection_registry import Collections
 from components.prompts import PROMPT_V1, build_messages, fit_hits
-from components.vectorstore import Collections
 from config.settings import Settings
 from schemas import AnswerEvent, Citation, Query, Retrieved, Timings, Usage
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
+from streams.topics import ANSWERS
 from streams.tracing import STEP, consumer_span, messaging_attributes, record_step
 
 log = logging.getLogger(__name__)
@@ -55,17 +56,18 @@ class Answerer:
     name = "answerer"
 
     def __init__(
-        self, settings: Settings, embedder: Embedder, collections: Collections, generator: Generator,
-        publisher: Publisher, dead_letters: DeadLetters,
+        self, settings: Settings, embedder: Embedder, collections: Collections, reranker: Reranker,
+        generator: Generator, publisher: Publisher, dead_letters: DeadLetters,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.collections = collections
+        self.reranker = reranker
         self.generator = generator
         self.publisher = publisher
         self.dead_letters = dead_letters
         self.template = PROMPT_V1
-        self.answers_topic = settings.topic("answers")
+        self.answers_topic = ANSWERS.full_name(settings)
         self._slots = asyncio.Semaphore(settings.generation_slots)
 
     async def handle(self, record: RawRecord) -> AnswerEvent | None:
@@ -122,6 +124,7 @@ class Answerer:
             store.search, np.asarray(vector, dtype=np.float32), max(top_k, options.retrieval_depth or 0),
             list(query.groups), what="vector search", deadline_s=10.0,
         ))[0]
+        ranked = self.reranker.rerank(query.text, ranked)
         hits = ranked[:top_k]
         retrieved = [Retrieved(doc_id=h.doc_id, chunk_id=h.chunk_id, score=round(h.score, 4))
                      for h in ranked[:options.retrieval_depth or top_k]]

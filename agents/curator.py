@@ -38,27 +38,30 @@ import re
 import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.base import Embedder
-from components.curation import FILTERS_VERSION, JunkRules, Verdict, VettedIndex
-from components.scrubbing import Conversation, Scrubbed, Scrubber
-from config.settings import Settings
+from components.base import Conversation, Embedder, Scrubbed, Scrubber, VettedIndex
+from components.curation import FILTERS_VERSION, JunkRules, Verdict
+from config.settings import MAX_RECORD_BYTES, Settings
 from schemas import AnswerEvent, Citation, EvalRecord, Feedback, HistoryTurn, Query, Rejection, ScrubAudit, TrainRecord
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
-from streams.topics import DAY_MS
-
-if TYPE_CHECKING:
-    import faust
+from streams.topics import (
+    ANSWERS,
+    CURATOR_QUERIES,
+    DATASETS_EVAL,
+    DATASETS_TRAIN,
+    DAY_MS,
+    FEEDBACK,
+    FEEDBACK_AUDIT,
+    FEEDBACK_REJECTED,
+)
 
 log = logging.getLogger(__name__)
 
-_MAX_RECORD_BYTES = 8 * 1024 * 1024
 #: Retention of the join table's changelog: that of `queries` and `answers` (streams/topics.py).
 JOIN_RETENTION_MS = 7 * DAY_MS
 _PLACEHOLDER = re.compile(r"<([A-Z_]+)_[0-9a-f]{8}>")
@@ -93,16 +96,15 @@ class Curator:
         self.publisher = publisher
         self.dead_letters = dead_letters
         self.state = state
-        self.topics = {name: settings.topic(name) for name in (
-            "curator.queries", "answers", "feedback", "datasets.eval", "datasets.train",
-            "feedback.rejected", "feedback.audit")}
+        self.topics = {spec.name: spec.full_name(settings) for spec in (
+            CURATOR_QUERIES, ANSWERS, FEEDBACK, DATASETS_EVAL, DATASETS_TRAIN, FEEDBACK_REJECTED, FEEDBACK_AUDIT)}
 
     # ------------------------------------------------------------------ re-keying
     async def rekey(self, record: RawRecord) -> None:
         """Copy a ``queries`` record to ``curator.queries`` keyed by its query_id (re-encoded, with the
         ``event_id`` and ``occurred_at`` that decoding fills in when the producer left them out)."""
         try:
-            query = decode(Query, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+            query = decode(Query, record.value, max_bytes=MAX_RECORD_BYTES, origin=record)
         except DecodeError as exc:
             log.debug("not re-keying invalid query at %s/%d/%d: %s", record.topic, record.partition,
                       record.offset, exc.reason)
@@ -126,15 +128,15 @@ class Curator:
         topic = record.topic
         try:
             if topic == self.topics["curator.queries"]:
-                query = decode(Query, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+                query = decode(Query, record.value, max_bytes=MAX_RECORD_BYTES, origin=record)
                 return self._update(query.query_id, "query", query.model_dump(mode="json"))
             if topic == self.topics["answers"]:
-                answer = decode(AnswerEvent, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+                answer = decode(AnswerEvent, record.value, max_bytes=MAX_RECORD_BYTES, origin=record)
                 if not answer.terminal:
                     return []
                 return self._update(answer.query_id, "answer", answer.model_dump(mode="json"))
             if topic == self.topics["feedback"]:
-                feedback = decode(Feedback, record.value, max_bytes=_MAX_RECORD_BYTES, origin=record)
+                feedback = decode(Feedback, record.value, max_bytes=MAX_RECORD_BYTES, origin=record)
                 if not feedback.share:
                     log.debug("feedback %s on %s is not shared: not curated", feedback.event_id, feedback.query_id)
                     return []
@@ -297,47 +299,3 @@ class Curator:
                 train = TrainRecord(**common, positives=citations if up else [], negatives=[] if up else citations)
                 await self.publisher.publish(self.topics["datasets.train"], train.record_id, train.to_bytes())
         await self.publisher.publish(self.topics["feedback.audit"], query.query_id, audit.to_bytes())
-
-
-# --------------------------------------------------------------------------- faust wiring
-def register_curator(app: faust.App, settings: Settings, publisher: Publisher, dead_letters: DeadLetters,
-                     embedder: Embedder) -> Curator:
-    """Build the curator's components (loads the spaCy model, connects to Milvus), its join Table
-    and its two agents on ``app``; ``embedder`` must be started. Returns the Curator."""
-    from components.curation import MilvusVettedIndex
-    from components.scrubbing import PresidioScrubber, load_scrub_key
-    from streams.app import to_raw
-
-    scrubber = PresidioScrubber(
-        load_scrub_key(settings.scrub_key.get_secret_value() if settings.scrub_key else None, settings.home),
-        internal_domains=[d.strip() for d in settings.scrub_internal_domains.split(",") if d.strip()],
-    )
-    scrubber.start()
-    vetted = MilvusVettedIndex(settings.milvus_address, f"{settings.collection}_vetted", embedder.dim)
-    vetted.start()
-    # Keys are the query ids' UTF-8 bytes and the producer's partitioner picks the changelog
-    # partition, so table partition p holds the queries of partition p of the three sources.
-    # The changelog holds raw conversations, like `queries` and `answers`: it expires with them
-    # (compact + delete after JOIN_RETENTION_MS) instead of keeping them for ever.
-    table = app.Table("curator-joins", default=None, partitions=settings.partitions, use_partitioner=True,
-                      key_type=bytes,  # bytes keys: the "raw" serializer; values: JSON
-                      extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(JOIN_RETENTION_MS)})
-    curator = Curator(settings, scrubber, JunkRules(min_query_chars=settings.curator_min_query_chars,
-                                                    flood_per_hour=settings.curator_flood_per_hour),
-                      embedder, vetted, publisher, dead_letters, table)
-
-    def topic(*names: str) -> faust.TopicT:
-        return app.topic(*(settings.topic(n) for n in names), key_serializer="raw", value_serializer="raw",
-                         partitions=None, internal=False)
-
-    async def rekey(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await curator.rekey(to_raw(event))
-
-    async def curate(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.curator_batch_max, within=settings.curator_batch_within_s):
-            await curator.handle_batch([to_raw(e) for e in events])
-
-    app.agent(topic("queries"), name="eddy.curator-rekey")(rekey)
-    app.agent(topic("curator.queries", "answers", "feedback"), name="eddy.curator")(curate)
-    return curator

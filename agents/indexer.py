@@ -50,13 +50,14 @@ from components.base import (
     StoredChunk,
     VectorStore,
 )
-from components.vectorstore import Collections
+from components.collection_registry import Collections
 from config.settings import Settings
 from schemas import DocumentChange, IndexEvent
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
+from streams.topics import INDEX_EVENTS
 from streams.tracing import STEP, extract_context, messaging_attributes, step
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Indexer:
         self.collections = collections
         self.publisher = publisher
         self.dead_letters = dead_letters
-        self.index_topic = settings.topic("index.events")
+        self.index_topic = INDEX_EVENTS.full_name(settings)
         self._change_spans: dict[str, Span] = {}  # change id -> its open ``process`` span
 
     # ------------------------------------------------------------------ decoding

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.vectorstore import drop_collection
+from components.milvus_admin import drop_collection
 from config.settings import Settings
 from eddy.stack import Stack
 from streams.admin import admin_client, ensure_topics

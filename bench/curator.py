@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import pct, summary
-from components.scrubbing import Conversation, PresidioScrubber
+from components.base import Conversation
+from components.scrubbing import PresidioScrubber
 
 FILLER = [
     "How do I copy a file and keep its permissions?",
@@ -281,8 +282,8 @@ def technical_false_positives(scrubber: PresidioScrubber) -> None:
     """Detections in text free of personal data: paragraphs of the Python FAQ and tutorial (code,
     numbers, product names). Everything found there is a false positive, bar the few real
     names and e-mail addresses the documentation credits."""
-    from eddy.python_docs import ensure_python_docs
     from config.settings import Settings
+    from eddy.python_docs import ensure_python_docs
 
     sources = ensure_python_docs(Settings().home / "data")
     paragraphs = [p for d in ("faq", "tutorial") for f in sorted((sources / d).glob("*.rst.txt"))

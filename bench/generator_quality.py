@@ -90,7 +90,7 @@ def peak_rss_mb() -> float:
 
 
 def worker_convert(model: str, cache_dir: Path) -> dict:
-    from components.generation import materialise
+    from components.models import materialise
 
     started = time.monotonic()
     materialise(model, cache_dir)

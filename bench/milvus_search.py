@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from components.base import Chunk, ChunkRecord
-from components.vectorstore import MilvusVectorStore, acl_filter
+from components.milvus_client import acl_filter
+from components.milvus_store import MilvusVectorStore
 from infra.milvus import MilvusLiteServer
 
 DIM = 384

@@ -18,7 +18,7 @@ import asyncio
 import time
 
 from bench.common import bench_stack, peak_rss_mb, publish_wait, summary
-from components.chunking import parse_sections
+from components.parsing import parse_sections
 from eddy.ingest import python_docs_files, read_text
 from eddy.python_docs import ensure_python_docs
 from config.settings import Settings

@@ -1,4 +1,9 @@
-"""Protocols of Eddy's components and the plain data they exchange."""
+"""The roles of Eddy's components as Protocols, the plain data they exchange and their errors.
+
+Every role an agent or the worker depends on is here: Chunker, Embedder, VectorStore, Reranker,
+Generator, Scrubber, VettedIndex. Agents import these, never a concrete backend; the worker
+(``worker/components.py``) builds the backends the settings choose.
+"""
 
 from __future__ import annotations
 
@@ -182,6 +187,17 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+# --------------------------------------------------------------------------- reranking
+@runtime_checkable
+class Reranker(Protocol):
+    version: str
+
+    def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """Reorder retrieved ``hits`` (best first) for ``query``; returns the same hits, scores may change.
+        Blocking CPU work for a learned model: callers run it off the event loop."""
+        ...
+
+
 # --------------------------------------------------------------------------- generation
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
@@ -229,3 +245,59 @@ class PromptTemplate:
     system: str
     user: str  # str.format template with {context} and {question}
     extra: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- PII scrubbing
+class ScrubError(PermanentError):
+    """The scrubber failed or timed out: the record must be rejected, never stored raw."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """Texts of one conversation to scrub together. ``scope`` (e.g. the query id) keys the pseudonyms."""
+
+    scope: str
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scrubbed:
+    """``texts`` in the order given, every entity replaced; ``entities``: how many of each type were removed."""
+
+    texts: tuple[str, ...]
+    entities: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Scrubber(Protocol):
+    version: str
+
+    def start(self) -> None:
+        """Load models (seconds)."""
+        ...
+
+    def scrub_batch(self, conversations: Sequence[Conversation]) -> list[Scrubbed]:
+        """Scrub each conversation; blocking CPU work. Raises ScrubError (or anything) on failure:
+        callers must then reject the conversations, never store them."""
+        ...
+
+
+# --------------------------------------------------------------------------- curation
+@runtime_checkable
+class VettedIndex(Protocol):
+    """Embeddings of the vetted records' questions, by record id."""
+
+    def start(self) -> None:
+        """Connect and create the collection if missing. Raises RetryableError when unreachable."""
+        ...
+
+    def nearest(self, vectors: np.ndarray, exclude_ids: Sequence[str]) -> list[tuple[str, float] | None]:
+        """For each row of ``vectors`` (``(n, dim)`` float32, L2-normalised), the closest vetted record
+        other than ``exclude_ids[i]`` as ``(record_id, cosine)``, or None when there is none."""
+        ...
+
+    def add(self, record_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Upsert the vectors of vetted records (idempotent)."""
+        ...
+
+    def close(self) -> None: ...

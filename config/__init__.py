@@ -3,6 +3,6 @@
 Nothing here imports another Eddy package.
 """
 
-from config.settings import REPO_ROOT, Settings, __version__
+from config.settings import MAX_RECORD_BYTES, REPO_ROOT, Settings, __version__
 
-__all__ = ["REPO_ROOT", "Settings", "__version__"]
+__all__ = ["MAX_RECORD_BYTES", "REPO_ROOT", "Settings", "__version__"]

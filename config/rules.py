@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class AlertRule(BaseModel):
     """Fire when ``metric`` compared with ``threshold`` holds for ``for_s`` seconds; resolve when it stops holding.
 
-    ``metric`` names one of the monitor's windowed figures (``agents.monitor.MonitorState.values``),
+    ``metric`` names one of the monitor's windowed figures (``components.monitoring.MonitorState.values``),
     e.g. ``ttft_p95_ms``, ``error_rate``, ``dlq_per_min``, ``freshness_lag_p95_ms``,
     ``consumer_lag_max``, ``retrieval_score_drift_ks``. A figure without data never fires.
     """

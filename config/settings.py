@@ -19,6 +19,10 @@ __version__ = "0.1.0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository (or installed tree) root: ``.eddy/`` state and ``infra/`` assets are found from here."""
 
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+"""Largest Kafka record Eddy produces or fetches, bytes: the broker's ``message.max.bytes``, the clients'
+request and fetch sizes and the codec's size limit are all this one figure."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDDY_", extra="ignore", frozen=True)

@@ -10,15 +10,10 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from config.settings import Settings
-
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from eddy.render import console, err
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -50,7 +45,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _agents(value: str) -> tuple[str, ...]:
-    from streams.app import AGENTS
+    from worker.bindings import AGENTS
 
     agents = tuple(a.strip() for a in value.split(",") if a.strip())
     bad = [a for a in agents if a not in AGENTS]
@@ -97,47 +92,9 @@ def down(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, agents: str) -> None:
     """Run a worker in the foreground (what `eddy up` starts in the background)."""
-    from streams.app import run_worker
+    from worker.main import run_worker
 
     run_worker(_settings(ctx), _agents(agents))
-
-
-def collect_status(settings: Settings) -> dict:
-    """Everything `eddy status` shows, as plain data."""
-    from eddy.stack import Stack
-    from infra.process import port_open
-
-    stack = Stack(settings)
-    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
-    kafka_up = port_open(host, int(port))
-    status: dict = {
-        "home": str(settings.home),
-        "kafka": {"bootstrap": settings.bootstrap_servers, "embedded": settings.embedded_kafka, "running": kafka_up},
-        "milvus": {"uri": settings.milvus_address, "embedded": settings.embedded_milvus,
-                   "running": stack.milvus.running if settings.embedded_milvus else True},
-        "worker": stack.worker_status(),
-        "topics": [], "consumer_lag": {}, "collections": {},
-    }
-    if kafka_up:
-        from streams.admin import consumer_lag, describe_topics
-
-        try:
-            status["topics"] = [
-                {"name": t.name, "exists": t.exists, "partitions": t.partitions, "cleanup_policy": t.cleanup_policy,
-                 "ok": t.ok, "problem": t.problem}
-                for t in describe_topics(settings)
-            ]
-            status["consumer_lag"] = consumer_lag(settings)
-        except Exception as exc:  # noqa: BLE001 - status reports what it can
-            status["kafka"]["error"] = str(exc)
-    if status["milvus"]["running"]:
-        from components.vectorstore import collection_rows
-
-        try:
-            status["collections"] = collection_rows(settings.milvus_address)
-        except Exception as exc:  # noqa: BLE001 - status reports what it can
-            status["milvus"]["error"] = str(exc)
-    return status
 
 
 @cli.command()
@@ -145,32 +102,14 @@ def collect_status(settings: Settings) -> dict:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Broker, Milvus, worker, topics, consumer lag per group, rows per collection."""
+    from eddy.render import print_status
+    from eddy.status import collect_status
+
     data = collect_status(_settings(ctx))
     if as_json:
         click.echo(json.dumps(data, indent=2))
-        return
-    ok = lambda flag: "[green]running[/green]" if flag else "[red]stopped[/red]"  # noqa: E731
-    console.print(f"Kafka   {ok(data['kafka']['running'])}  {data['kafka']['bootstrap']}")
-    console.print(f"Milvus  {ok(data['milvus']['running'])}  {data['milvus']['uri']}")
-    w = data["worker"]
-    console.print(f"worker  {ok(w['running'])}  pid {w['pid'] or '-'}  ready {w['ready']}  log {w['log']}")
-    if data["topics"]:
-        table = Table("topic", "partitions", "cleanup", "state", title="topics")
-        for t in data["topics"]:
-            table.add_row(t["name"], str(t["partitions"] or "-"), t["cleanup_policy"] or "-",
-                          "[green]ok[/green]" if t["ok"] else f"[red]{t['problem']}[/red]")
-        console.print(table)
-    if data["consumer_lag"]:
-        table = Table("consumer group", "topic", "lag (records)", title="consumer lag")
-        for group, topics in data["consumer_lag"].items():
-            for topic, lag in sorted(topics.items()):
-                table.add_row(group, topic, str(lag))
-        console.print(table)
-    if data["collections"]:
-        table = Table("collection", "rows", title="Milvus")
-        for name, rows in sorted(data["collections"].items()):
-            table.add_row(name, f"{rows:,}")
-        console.print(table)
+    else:
+        print_status(data)
 
 
 @cli.command()
@@ -178,6 +117,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def topics(ctx: click.Context, as_json: bool) -> None:
     """The topic catalogue and whether each topic exists with the right partitions and cleanup policy."""
+    from eddy.render import print_topics
+    from eddy.status import topic_records
     from streams.admin import describe_topics
 
     settings = _settings(ctx)
@@ -187,20 +128,9 @@ def topics(ctx: click.Context, as_json: bool) -> None:
         err.print(f"[red]cannot reach Kafka at {settings.bootstrap_servers}:[/red] {exc} (is the stack up? `eddy up`)")
         sys.exit(1)
     if as_json:
-        click.echo(json.dumps([{"name": r.name, "key": r.spec.key, "schema": r.spec.schema.__name__ if r.spec.schema else None,
-                                "cleanup_policy": r.spec.cleanup_policy, "expected_partitions": r.expected_partitions,
-                                "exists": r.exists, "partitions": r.partitions, "actual_cleanup_policy": r.cleanup_policy,
-                                "ok": r.ok, "problem": r.problem} for r in rows], indent=2))
+        click.echo(json.dumps(topic_records(rows), indent=2))
     else:
-        wide = console.width >= 120
-        table = Table("topic", "key", "value", "cleanup", "partitions", "state", *(["about"] if wide else []))
-        table.columns[0].no_wrap = True
-        for r in rows:
-            table.add_row(r.name, r.spec.key, r.spec.schema.__name__ if r.spec.schema else "-", r.spec.cleanup_policy,
-                          f"{r.partitions or '-'} / {r.expected_partitions}",
-                          "[green]ok[/green]" if r.ok else f"[red]{r.problem}[/red]",
-                          *([r.spec.description] if wide else []))
-        console.print(table)
+        print_topics(rows)
     if not all(r.ok for r in rows):
         sys.exit(1)
 
@@ -213,45 +143,6 @@ def _collection(_ctx: click.Context, param: click.Parameter, value: str | None) 
     if value is not None and not re.match(COLLECTION_PATTERN, value):
         raise click.BadParameter(f"{value!r}: letters, digits and underscores, not starting with a digit")
     return value
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=False)
-
-
-def run_ingest(settings: Settings, files: list, *, source: str, acl: tuple[str, ...], wait: bool,
-               collection: str | None = None):
-    """Publish ``files`` as changes of ``source`` (plus deletes) into ``collection`` (None = the default),
-    optionally wait until indexed."""
-    import time
-
-    from components.vectorstore import read_live_doc_ids
-    from eddy.ingest import IngestResult, publish
-    from streams.client import EddyClient
-
-    client = EddyClient.from_settings(settings)
-    result = IngestResult(source=source)
-    started = time.perf_counter()
-    live = set(read_live_doc_ids(settings.milvus_address, collection or settings.collection, source))
-    start = client.end_offsets("index.events")
-    with _progress() as progress:
-        bar = progress.add_task(f"publishing {source}", total=len(files) + len(live - {f.doc_id for f in files}))
-        changes, skipped = publish(
-            client, files, source=source, acl=acl, live_doc_ids=live,
-            on_published=lambda _c: progress.advance(bar),
-            on_skipped=lambda msg: (progress.advance(bar), err.print(f"[yellow]skipped[/yellow] {msg}")),
-            collection=collection,
-        )
-        result.documents = sum(c.op == "upsert" for c in changes)
-        result.deletes = sum(c.op == "delete" for c in changes)
-        result.skipped = skipped
-        if wait and changes:
-            bar2 = progress.add_task("indexing", total=len(changes))
-            result.indexed = client.wait_indexed([str(c.event_id) for c in changes], start,
-                                                 on_event=lambda _e: progress.advance(bar2))
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 @cli.command()
@@ -268,14 +159,16 @@ def run_ingest(settings: Settings, files: list, *, source: str, acl: tuple[str, 
 def ingest(ctx: click.Context, paths: tuple[Path, ...], source: str, acl: str, python_docs: bool,
            collection: str | None, wait: bool, as_json: bool) -> None:
     """Publish files under PATHS as document upserts (.rst, .rst.txt, .md, .txt, .html)."""
-    from eddy.ingest import collect_files, python_docs_files
+    from eddy.render import bars, print_ingest, print_skipped
+    from eddy.telemetry import configure_tracing
+    from pipelines.ingest import collect_files, ingest_files, python_docs_files
 
     settings = _settings(ctx)
     if python_docs == bool(paths):
         raise click.UsageError("give PATHS or --python-docs (not both)")
     problems: list[str] = []
     if python_docs:
-        from eddy.python_docs import ensure_python_docs
+        from pipelines.python_docs import ensure_python_docs
 
         with console.status("fetching Debian's python3.11-doc (apt-get download + dpkg-deb -x)…"):
             files = python_docs_files(ensure_python_docs(settings.home / "data"))
@@ -285,64 +178,22 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], source: str, acl: str, p
         for problem in problems:
             err.print(f"[red]error[/red] {problem}")
     groups = tuple(g.strip() for g in acl.split(",") if g.strip())
-    from streams.tracing import configure_tracing
-
     tracing = configure_tracing(settings, "eddy-cli")  # each change's trace starts at its publish
     try:
-        result = run_ingest(settings, files, source=source, acl=groups, wait=wait, collection=collection)
+        with bars() as progress:
+            result = ingest_files(settings, files, source=source, acl=groups, collection=collection, wait=wait,
+                                  progress=progress, on_skipped=print_skipped)
     finally:
         tracing.shutdown()
-    totals = result.totals()
     if as_json:
-        click.echo(json.dumps(totals))
+        click.echo(json.dumps(result.totals()))
     else:
-        console.print(f"published {totals['documents']} upserts and {totals['deletes']} deletes of source "
-                      f"{source!r}" + (f", skipped {len(result.skipped)}" if result.skipped else ""))
-        if wait:
-            console.print(
-                f"indexed: {totals['chunks_embedded']} chunks embedded, {totals['chunks_deleted']} deleted, "
-                f"{totals['chunks_unchanged']} unchanged ({totals['chunks_total']} in these documents); "
-                f"lag p50 {totals['lag_ms_p50']} ms, p99 {totals['lag_ms_p99']} ms; {totals['seconds']} s")
+        print_ingest(result.totals(), waited=wait)
     if problems or result.skipped:
         sys.exit(1)
 
 
 # ------------------------------------------------------------------------------ ask
-def print_answer_stream(events, as_json: bool):
-    """Consume an ask() stream: deltas to the terminal as they arrive; returns the terminal event."""
-
-    async def run():
-        terminal = None
-        async for event in events:
-            if as_json:
-                click.echo(event.model_dump_json())
-            elif event.kind == "delta":
-                console.print(event.text, end="", soft_wrap=True, highlight=False, markup=False)
-            if event.terminal:
-                terminal = event
-        return terminal
-
-    return run()
-
-
-def render_final(event) -> None:
-    if event.kind == "error":
-        err.print(f"\n[red]error:[/red] {event.error}")
-        return
-    console.print()
-    if event.citations:
-        console.print("[bold]citations[/bold]")
-        for i, c in enumerate(event.citations, 1):
-            section = c.section.removeprefix(c.title).removeprefix(" > ") if c.section != c.title else ""
-            where = f"{c.title} — {section}" if section else c.title
-            console.print(f"  [{i}] {escape(where)}  [dim]{escape(c.uri)}[/dim]  (score {c.score:.3f})", highlight=False)
-    t = event.timings
-    if t is not None:
-        console.print(f"[dim]retrieve {t.retrieve_ms:.0f} ms · ttft {t.ttft_ms:.0f} ms · generate "
-                      f"{t.generate_ms:.0f} ms · total {t.total_ms:.0f} ms · "
-                      f"{event.usage.completion_tokens if event.usage else 0} tokens · {event.model}[/dim]")
-
-
 @cli.command()
 @click.argument("question")
 @click.option("--user", default="", help="User id.")
@@ -357,11 +208,12 @@ def render_final(event) -> None:
 def ask(ctx: click.Context, question: str, user: str, groups: str, top_k: int | None, max_tokens: int | None,
         collection: str | None, timeout_s: float, as_json: bool) -> None:
     """Publish QUESTION as a Query and stream its answer (deltas, then citations and timings)."""
+    from eddy.render import print_answer_stream, render_final
+    from eddy.telemetry import configure_tracing
     from streams.client import EddyClient, EddyClientError
 
     if not question.strip():
         raise click.BadParameter("the question is empty", param_hint="QUESTION")
-    from streams.tracing import configure_tracing
 
     settings = _settings(ctx)
     tracing = configure_tracing(settings, "eddy-cli")  # the query's trace starts here
@@ -420,8 +272,8 @@ def datasets_build(ctx: click.Context, name: str, out_dir: Path) -> None:
     python-faq: every section of Debian's python3.11-doc is a document; the Python FAQ's questions
     are the queries, each relevant to its own answer section (whose text is the reference answer).
     """
-    from eddy.python_docs import ensure_python_docs
     from pipelines.datasets import build_python_faq, write_dataset
+    from pipelines.python_docs import ensure_python_docs
 
     settings = _settings(ctx)
     with console.status("fetching Debian's python3.11-doc (apt-get download + dpkg-deb -x)…"):
@@ -495,20 +347,6 @@ def feedback(ctx: click.Context, query_id: str, up: bool | None, comment: str, s
 
 
 # ------------------------------------------------------------------------------ eval
-class _Bars:
-    """pipelines.evaluate.Reporter drawing one rich progress bar (with ETA) per phase."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, object] = {}
-
-    def start(self, task: str, total: int) -> None:
-        self.tasks[task] = self.progress.add_task(task, total=total)
-
-    def advance(self, task: str, n: int = 1) -> None:
-        self.progress.advance(self.tasks[task], n)
-
-
 @cli.command("eval")
 @click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Dataset directory in the BEIR layout (see `eddy datasets build`).")
@@ -538,6 +376,7 @@ def eval_(ctx: click.Context, dataset_dir: Path, collection: str | None, limit: 
     query through queries/answers. Writes report.json, report.md and plots to a new directory under
     --out and compares with the previous report there. Starts the embedded stack if it is not up.
     """
+    from eddy.render import bars, print_eval
     from eddy.stack import Stack
     from pipelines.datasets import DatasetError, load_dataset
     from pipelines.evaluate import EvalConfig, check_config, run_eval
@@ -560,25 +399,12 @@ def eval_(ctx: click.Context, dataset_dir: Path, collection: str | None, limit: 
         with console.status(f"loading the judge {settings.judge_model}…"):
             grader = build_judge(settings)
     try:
-        with _progress() as progress:
-            report, run_dir, table = run_eval(settings, dataset, config, grader, _Bars(progress))
+        with bars() as progress:
+            report, run_dir, table = run_eval(settings, dataset, config, grader, progress)
     except DatasetError as exc:
         err.print(f"[red]eddy eval: invalid dataset:[/red] {escape(str(exc))}")
         sys.exit(2)
-    out = Table("metric", "previous", "current", "delta", title=f"{dataset.name} — run {report['run_id']}"
-                + (f" vs {report['previous_run_id']}" if report["previous_run_id"] else " (no previous run)")
-                + ("" if report["previous_comparable"] or not report["previous_run_id"]
-                   else " — other queries: deltas are indicative only"))
-    for label, before, now, delta in table:
-        colour = "" if delta is None or delta == 0 else ("green" if (delta > 0) != label.endswith("ms") else "red")
-        out.add_row(label, "–" if before is None else f"{before:.4g}", "–" if now is None else f"{now:.4g}",
-                    "" if delta is None else f"[{colour}]{delta:+.4g}[/{colour}]" if colour else f"{delta:+.4g}")
-    console.print(out)
-    ingest = report["ingest"]
-    console.print(f"corpus: {ingest['documents']:,} documents, {ingest['chunks_embedded']:,} chunks embedded, "
-                  f"{ingest['chunks_unchanged']:,} unchanged; {report['dataset']['queries_evaluated']} queries; "
-                  f"{report['elapsed_s']['total']} s in all")
-    console.print(f"report: {run_dir / 'report.md'}")
+    print_eval(dataset.name, report, run_dir, table)
 
 
 # ------------------------------------------------------------------------------ dashboard
@@ -615,7 +441,7 @@ def demo(ctx: click.Context, questions: int) -> None:
     """The whole loop on the Python 3.11 documentation: up, ingest, wait, ask, summarise."""
     from eddy.demo import run_demo
 
-    sys.exit(run_demo(_settings(ctx), questions, console, err))
+    sys.exit(run_demo(_settings(ctx), questions))
 
 
 def main() -> None:
@@ -624,7 +450,7 @@ def main() -> None:
     from components.base import ComponentError
     from streams.client import EddyClientError
 
-    from eddy.python_docs import CorpusError
+    from pipelines.python_docs import CorpusError
 
     try:
         cli(prog_name="eddy")

@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from rich.console import Console
 from rich.table import Table
 
+from components.stats import percentile
 from config.settings import Settings
+from eddy.render import bars, console, err, print_answer_stream, print_skipped, render_final
+from eddy.stack import Stack
+from infra.process import LaunchError
+from pipelines.ingest import ingest_files, python_docs_files
+from pipelines.python_docs import ensure_python_docs
+from streams.client import EddyClient, EddyClientError
 
 #: Real questions from the Python FAQ (Debian python3.11-doc, faq/*.rst.txt).
 FAQ_QUESTIONS = (
@@ -25,15 +31,11 @@ FAQ_QUESTIONS = (
 )
 
 
-def run_demo(settings: Settings, questions: int, console: Console, err: Console) -> int:
-    """Returns the process exit code (0 when every step worked)."""
-    from eddy.cli import print_answer_stream, render_final, run_ingest
-    from eddy.ingest import percentile, python_docs_files
-    from eddy.python_docs import ensure_python_docs
-    from eddy.stack import Stack
-    from infra.process import LaunchError
-    from streams.client import EddyClient, EddyClientError
-
+def run_demo(settings: Settings, questions: int) -> int:
+    """Start the stack, ingest the Python docs, ask the first ``questions`` of :data:`FAQ_QUESTIONS`
+    and print a summary. Returns the process exit code (0 when every step worked). Raises
+    CorpusError when the documentation cannot be fetched, ComponentError / EddyClientError when
+    Milvus or Kafka fail during the ingest."""
     t_start = time.perf_counter()
     stack = Stack(settings)
     try:
@@ -48,7 +50,8 @@ def run_demo(settings: Settings, questions: int, console: Console, err: Console)
                   f"{settings.bootstrap_servers}, Milvus {settings.milvus_address}")
     with console.status("fetching Debian's python3.11-doc…"):
         files = python_docs_files(ensure_python_docs(settings.home / "data"))
-    result = run_ingest(settings, files, source="python-docs", acl=(), wait=True)
+    with bars() as progress:
+        result = ingest_files(settings, files, source="python-docs", progress=progress, on_skipped=print_skipped)
     totals = result.totals()
     console.print(f"indexed {totals['documents']} documents: {totals['chunks_embedded']:,} chunks embedded, "
                   f"{totals['chunks_unchanged']:,} unchanged, {totals['chunks_deleted']:,} deleted "

@@ -13,7 +13,8 @@ from infra.kafka import KafkaBroker
 from infra.milvus import MilvusLiteServer
 from infra.process import read_pid, spawn, stop, wait_until
 from streams.admin import ensure_topics
-from streams.app import AGENTS, ready_file
+from worker.bindings import AGENTS
+from worker.main import ready_file
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from config.settings import MAX_RECORD_BYTES
 from infra.process import LaunchError, port_open, read_pid, spawn, stop, wait_until
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,8 @@ class KafkaBroker:
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=false",
                 "log.cleaner.enable=true",
-                "message.max.bytes=8388608",
-                "replica.fetch.max.bytes=8388608",
+                f"message.max.bytes={MAX_RECORD_BYTES}",
+                f"replica.fetch.max.bytes={MAX_RECORD_BYTES}",
                 "",
             ])
         )

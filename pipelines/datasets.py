@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.chunking import first_rst_title, parse_sections
+from components.parsing import first_rst_title, parse_sections
 
 CORPUS = "corpus.jsonl"
 QUERIES = "queries.jsonl"

@@ -4,7 +4,7 @@
 Two judges, chosen by the settings: an OpenAI-compatible chat-completions endpoint
 (``EDDY_JUDGE_URL`` + ``EDDY_JUDGE_MODEL``, e.g. a vLLM server or any hosted API; ``EDDY_JUDGE_API_KEY``
 when it needs one) or, without a URL, an in-process generator (``EDDY_JUDGE_MODEL`` names one of
-:data:`components.generation.MODELS`). The judge's name goes into the report. The prompt follows
+:data:`components.models.GENERATORS`). The judge's name goes into the report. The prompt follows
 the single-answer grading of Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot
 Arena" (NeurIPS 2023): a rubric, the reference, and a fixed reply format parsed strictly; a reply
 that does not follow the format counts as unparsed (no score), never as a guess.

@@ -23,11 +23,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from config.settings import Settings
+from config.settings import MAX_RECORD_BYTES, Settings
 from schemas import AnswerEvent, DocumentChange, Feedback, HistoryTurn, IndexEvent, Query, QueryOptions
 from streams.tracing import inject_headers, messaging_attributes
 
-MAX_RECORD_BYTES = 8 * 1024 * 1024
 E = TypeVar("E")
 _tracer = trace.get_tracer("eddy.client")
 

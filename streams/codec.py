@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ class DecodeError(Exception):
 
     def __init__(self, error_type: str, reason: str, partial: dict | None = None) -> None:
         super().__init__(reason)
-        self.error_type = error_type  # malformed_json | schema | oversized | empty_value
+        self.error_type = error_type  # malformed_json | malformed_protobuf | schema | oversized | empty_value
         self.reason = reason
         self.partial = partial  # the parsed JSON object when it parsed, to salvage ids (e.g. query_id)
 
@@ -73,3 +75,14 @@ def describe(exc: ValidationError) -> str:
             shown = f" (got {text[:60]}…)" if len(text) > 60 else f" (got {text})"
         parts.append(f"{where}: {msg}{shown}")
     return "; ".join(parts)
+
+
+def decode_traces(value: bytes | None) -> ExportTraceServiceRequest:
+    """One ``traces`` record: an OTLP ``ExportTraceServiceRequest`` (protobuf; empty bytes = no spans).
+
+    Raises DecodeError (``malformed_protobuf``) when the bytes are not that message.
+    """
+    try:
+        return ExportTraceServiceRequest.FromString(value or b"")
+    except ProtobufDecodeError as exc:
+        raise DecodeError("malformed_protobuf", f"not an OTLP ExportTraceServiceRequest: {exc}") from exc

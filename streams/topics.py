@@ -57,39 +57,66 @@ class TopicSpec:
         return cfg
 
 
+DOCS_CHANGES = TopicSpec("docs.changes", "doc_id", DocumentChange, "compact", user_action="send",
+    description="the corpus of record: replaying it rebuilds any index")
+
+INDEX_EVENTS = TopicSpec("index.events", "doc_id", IndexEvent, "delete", retention_ms=7 * DAY_MS,
+    description="one per processed change: freshness, audit")
+
+QUERIES = TopicSpec("queries", "conversation_id", Query, "delete", retention_ms=7 * DAY_MS, user_action="send",
+    description="questions to answer")
+
+ANSWERS = TopicSpec("answers", "query_id", AnswerEvent, "delete", retention_ms=7 * DAY_MS,
+    description="answer streams: delta… then exactly one final or error per query")
+
+FEEDBACK = TopicSpec("feedback", "query_id", Feedback, "delete", retention_ms=30 * DAY_MS, user_action="send",
+    description="thumbs up/down on answers, optional comment and share flag")
+
+DLQ = TopicSpec("dlq", "original key", DeadLetter, "delete", partitions=1, retention_ms=30 * DAY_MS,
+    description="records an agent could not process, with the reason and original bytes")
+
+TRACES = TopicSpec("traces", "trace_id", None, "delete", retention_ms=3 * DAY_MS,
+    protobuf="opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest",
+    description="OpenTelemetry spans of every step, OTLP protobuf (the Collector's Kafka receiver "
+    "encoding otlp_proto), keyed by trace id in hex")
+
+ALERTS = TopicSpec("alerts", "rule", Alert, "delete", retention_ms=30 * DAY_MS,
+    description="alert rules of the monitor firing and resolving")
+
+# --- feedback curation (agents/curator.py) ---
+CURATOR_QUERIES = TopicSpec("curator.queries", "query_id", Query, "delete", retention_ms=7 * DAY_MS,
+    description="internal: queries re-keyed by query_id, so the curator joins them with answers "
+    "and feedback partition by partition")
+
+DATASETS_EVAL = TopicSpec("datasets.eval", "record id", EvalRecord, "compact",
+    description="vetted, PII-scrubbed rated conversations (query, answer, rating, comment, citations, versions)")
+
+DATASETS_TRAIN = TopicSpec("datasets.train", "record id", TrainRecord, "compact",
+    description="vetted, PII-scrubbed retrieval pairs: query with positive (up-voted) or negative "
+    "(down-voted) cited chunks")
+
+FEEDBACK_REJECTED = TopicSpec("feedback.rejected", "query_id", Rejection, "delete", retention_ms=30 * DAY_MS,
+    description="shared conversations kept out of the datasets, with the reason; text already scrubbed")
+
+FEEDBACK_AUDIT = TopicSpec("feedback.audit", "query_id", ScrubAudit, "delete", retention_ms=365 * DAY_MS,
+    description="per curated conversation: entity types removed and how many, never the values")
+
 CATALOGUE: tuple[TopicSpec, ...] = (
-    TopicSpec("docs.changes", "doc_id", DocumentChange, "compact", user_action="send",
-              description="the corpus of record: replaying it rebuilds any index"),
-    TopicSpec("index.events", "doc_id", IndexEvent, "delete", retention_ms=7 * DAY_MS,
-              description="one per processed change: freshness, audit"),
-    TopicSpec("queries", "conversation_id", Query, "delete", retention_ms=7 * DAY_MS, user_action="send",
-              description="questions to answer"),
-    TopicSpec("answers", "query_id", AnswerEvent, "delete", retention_ms=7 * DAY_MS,
-              description="answer streams: delta… then exactly one final or error per query"),
-    TopicSpec("feedback", "query_id", Feedback, "delete", retention_ms=30 * DAY_MS, user_action="send",
-              description="thumbs up/down on answers, optional comment and share flag"),
-    TopicSpec("dlq", "original key", DeadLetter, "delete", partitions=1, retention_ms=30 * DAY_MS,
-              description="records an agent could not process, with the reason and original bytes"),
-    TopicSpec("traces", "trace_id", None, "delete", retention_ms=3 * DAY_MS,
-              protobuf="opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest",
-              description="OpenTelemetry spans of every step, OTLP protobuf (the Collector's Kafka receiver "
-              "encoding otlp_proto), keyed by trace id in hex"),
-    TopicSpec("alerts", "rule", Alert, "delete", retention_ms=30 * DAY_MS,
-              description="alert rules of the monitor firing and resolving"),
-    # --- feedback curation (agents/curator.py) ---
-    TopicSpec("curator.queries", "query_id", Query, "delete", retention_ms=7 * DAY_MS,
-              description="internal: queries re-keyed by query_id, so the curator joins them with answers "
-              "and feedback partition by partition"),
-    TopicSpec("datasets.eval", "record id", EvalRecord, "compact",
-              description="vetted, PII-scrubbed rated conversations (query, answer, rating, comment, citations, versions)"),
-    TopicSpec("datasets.train", "record id", TrainRecord, "compact",
-              description="vetted, PII-scrubbed retrieval pairs: query with positive (up-voted) or negative "
-              "(down-voted) cited chunks"),
-    TopicSpec("feedback.rejected", "query_id", Rejection, "delete", retention_ms=30 * DAY_MS,
-              description="shared conversations kept out of the datasets, with the reason; text already scrubbed"),
-    TopicSpec("feedback.audit", "query_id", ScrubAudit, "delete", retention_ms=365 * DAY_MS,
-              description="per curated conversation: entity types removed and how many, never the values"),
+    DOCS_CHANGES,
+    INDEX_EVENTS,
+    QUERIES,
+    ANSWERS,
+    FEEDBACK,
+    DLQ,
+    TRACES,
+    ALERTS,
+    CURATOR_QUERIES,
+    DATASETS_EVAL,
+    DATASETS_TRAIN,
+    FEEDBACK_REJECTED,
+    FEEDBACK_AUDIT,
 )
+"""Every Eddy topic, in the order of DESIGN.md §2."""
 
 
 def event_models() -> list[type[BaseModel]]:

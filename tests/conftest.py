@@ -1,11 +1,16 @@
 """Fixtures for integration and end-to-end tests: a real Apache Kafka broker and a real Milvus Lite server,
 started through the same launchers as ``eddy up``, once per test session; every test gets its
 own topic prefix, consumer group and collection, and (when it needs one) its own worker process.
+
+Also: the ``unit`` / ``integration`` / ``e2e`` marker of each test, from its folder; and
+:func:`time_left`, which keeps every wait of a test (a subprocess, a worker start) inside the
+test's pytest-timeout limit, so that it fails with its own message rather than being killed.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +29,47 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TESTS = Path(__file__).resolve().parent
+#: The marker every test of a folder gets: ``pytest -m unit`` runs the fakes-only tests.
+MARKER_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        except (ValueError, IndexError):
+            continue
+        marker = MARKER_BY_FOLDER.get(folder)
+        if marker is not None:
+            item.add_marker(marker)
+
+
+#: When pytest-timeout stops the running test (``time.monotonic()``); None: no limit.
+_deadline: float | None = None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings) -> None:
+    """Notes the running test's limit; returns None, so pytest-timeout still sets its own timer."""
+    global _deadline
+    _deadline = time.monotonic() + settings.timeout
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    global _deadline
+    _deadline = None
+
+
+def time_left(cap_s: float, margin_s: float = 20.0) -> float:
+    """``cap_s``, or what is left of the running test's pytest-timeout limit less ``margin_s`` when that
+    is less (at least 1 s): a wait given this times out, with its own message, before the test is killed."""
+    if _deadline is None:
+        return cap_s
+    return max(1.0, min(cap_s, _deadline - time.monotonic() - margin_s))
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +122,28 @@ def models_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(scope="session")
+def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``data`` folder holding Debian's python3.11-doc, fetched once per session (``apt-get download``).
+
+    A test links ``settings.home / "data"`` to it; ``ensure_python_docs`` then finds the sources there.
+    """
+    from eddy.python_docs import ensure_python_docs
+
+    data = tmp_path_factory.mktemp("data")
+    ensure_python_docs(data)
+    return data
+
+
 @pytest.fixture
-def settings(kafka: KafkaBroker, milvus: MilvusLiteServer, tmp_path: Path, models_home: Path) -> Settings:
-    """Settings isolated for one test: unique topic prefix, group and collection; smallest real generator."""
+def settings(kafka: KafkaBroker, milvus: MilvusLiteServer, tmp_path: Path, models_home: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings isolated for one test: unique topic prefix, group and collection; smallest real generator.
+
+    Workers started during the test inherit ``APP_DATADIR`` (faust's data directory, by default
+    ``<group id>-data`` in the working directory, i.e. the repository): it goes under ``tmp_path``.
+    """
+    monkeypatch.setenv("APP_DATADIR", str(tmp_path / "faust-data"))
     tag = uuid.uuid4().hex[:8]
     home = tmp_path / "home"
     (home).mkdir()
@@ -99,9 +164,20 @@ def client(settings: Settings) -> Iterator[EddyClient]:
     c.close()
 
 
+class TestStack(Stack):
+    """:class:`Stack` whose worker start waits at most 300 s (first start: the generator's conversion),
+    and never past the test's own limit (``Stack``'s 900 s default is for a user's first ``eddy up``)."""
+
+    __test__ = False  # not a test class
+
+    def start_worker(self, agents: tuple[str, ...] | None = None, timeout_s: float = 300.0) -> int:
+        args = () if agents is None else (agents,)
+        return super().start_worker(*args, timeout_s=time_left(timeout_s))
+
+
 @pytest.fixture
 def stack(settings: Settings) -> Iterator[Stack]:
     """Worker control for the test's settings (Kafka and Milvus are the session's). Stops the worker after."""
-    s = Stack(settings)
+    s = TestStack(settings)
     yield s
     s.stop_worker(kill=True)

@@ -7,17 +7,20 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from streams.topics import CATALOGUE
-
-pytestmark = pytest.mark.integration
+from tests.conftest import time_left
 
 
 def eddy(settings, *args, check=True, timeout=300):
+    """Run ``eddy *args``; waits ``timeout`` s at most, and never past the test's own limit."""
     env = {**os.environ, **settings.to_env()}
-    proc = subprocess.run([sys.executable, "-m", "eddy", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    limit = time_left(timeout)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "eddy", *args], env=env, capture_output=True, text=True,
+                              timeout=limit)
+    except subprocess.TimeoutExpired as e:  # its output is bytes, whatever ``text`` says
+        out = [x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (e.stdout, e.stderr)]
+        raise AssertionError(f"eddy {' '.join(args)} still running after {limit:.0f} s\n{out[0]}\n{out[1]}") from None
     if check and proc.returncode != 0:
         raise AssertionError(f"eddy {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -10,8 +10,6 @@ import pytest
 from pipelines.datasets import load_dataset, write_dataset
 from tests.e2e.test_cli import eddy
 
-pytestmark = pytest.mark.integration
-
 QUESTIONS = (
     "faq:faq/programming#how-do-i-copy-an-object-in-python",
     "faq:faq/library#how-do-i-copy-a-file",
@@ -20,8 +18,10 @@ QUESTIONS = (
 )
 
 
-def test_build_then_eval_retrieval_then_answers_with_a_comparison(settings, stack, tmp_path):
+@pytest.mark.timeout(900)  # two evaluations with real models on 2 shared cores; each wait is held inside it
+def test_build_then_eval_retrieval_then_answers_with_a_comparison(settings, stack, tmp_path, python_docs_data):
     settings = settings.model_copy(update={"judge_model": "smollm2-135m"})
+    (settings.home / "data").symlink_to(python_docs_data, target_is_directory=True)  # fetched once per session
     stack.start_worker(("indexer", "answerer"))
     full = tmp_path / "python-faq"
     built = eddy(settings, "datasets", "build", "python-faq", str(full))
@@ -38,7 +38,7 @@ def test_build_then_eval_retrieval_then_answers_with_a_comparison(settings, stac
     sliced = write_dataset(tmp_path / "faq-slice", corpus, queries, qrels, answers)
     out = tmp_path / "eval"
 
-    eddy(settings, "eval", "--dataset", str(sliced), "--out", str(out), timeout=900)
+    eddy(settings, "eval", "--dataset", str(sliced), "--out", str(out), timeout=600)
     [first] = [json.loads(p.read_text()) for p in out.glob("*/report.json")]
     assert first["dataset"]["name"] == "faq-slice" and first["dataset"]["queries_evaluated"] == 4
     assert first["collection"] == "eval_faq_slice"
@@ -52,7 +52,7 @@ def test_build_then_eval_retrieval_then_answers_with_a_comparison(settings, stac
     assert "answers" not in first and first["previous_run_id"] is None
 
     second_run = eddy(settings, "eval", "--dataset", str(sliced), "--out", str(out), "--answers", "--limit", "2",
-                      timeout=900)
+                      timeout=600)
     reports = sorted((json.loads(p.read_text()) for p in out.glob("*/report.json")), key=lambda r: r["created_at"])
     second = reports[-1]
     assert second["previous_run_id"] == first["run_id"] and "ndcg@10" in second_run.stdout

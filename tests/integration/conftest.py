@@ -10,7 +10,7 @@ import pytest
 from config.settings import Settings
 from eddy.stack import Stack
 from schemas import ModelPrice
-from tests.conftest import free_port
+from tests.conftest import TestStack, free_port
 
 
 @pytest.fixture
@@ -25,6 +25,6 @@ def obs_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def obs_stack(obs_settings: Settings) -> Iterator[Stack]:
-    s = Stack(obs_settings)
+    s = TestStack(obs_settings)
     yield s
     s.stop_worker(kill=True)

@@ -10,8 +10,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from components.chunking import StructureChunker
 from components.embedding import embedder_id
-from components.vectorstore import MilvusVectorStore
-from config.settings import Settings
+from components.milvus_store import MilvusVectorStore
+from config.settings import MAX_RECORD_BYTES, Settings
+from infra.process import poll_until
 from schemas import DocumentChange
 
 
@@ -35,20 +36,80 @@ def publish_and_wait(client, changes, timeout_s: float = 180.0) -> list:
     return client.wait_indexed([str(c.event_id) for c in changes], start, timeout_s=timeout_s)
 
 
-def read_topic(settings: Settings, name: str, *, min_count: int = 0, timeout_s: float = 30.0) -> list:
-    """Every record of a topic from the beginning (waits until ``min_count`` records were read)."""
+def read_topic(settings: Settings, name: str, *, min_count: int | None = None, timeout_s: float = 30.0) -> list:
+    """Every record of a topic, from the beginning to its end offsets.
+
+    Without ``min_count``: the end offsets at the call. With ``min_count``: waits until the topic
+    holds at least that many records, then reads to the end offsets of that moment (so a check of
+    the exact set sees any extra record written by then). Either way, a read that does not get
+    there within ``timeout_s`` raises AssertionError saying how many records it got: a negative
+    check built on this never passes on records that did not arrive.
+    """
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"read-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.message.max.bytes": 8 * 1024 * 1024})
+                         "enable.auto.commit": False, "fetch.message.max.bytes": MAX_RECORD_BYTES})
     full = settings.topic(name)
     md = consumer.list_topics(full, timeout=10).topics[full]
-    consumer.assign([TopicPartition(full, p, 0) for p in md.partitions])
-    highs = sum(consumer.get_watermark_offsets(TopicPartition(full, p), timeout=10)[1] for p in md.partitions)
-    out = []
+    partitions = sorted(md.partitions)
+    consumer.assign([TopicPartition(full, p, 0) for p in partitions])
+    out: list = []
+    next_offset = dict.fromkeys(partitions, 0)  # per partition: past the last record read
     deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline and len(out) < max(min_count, highs):
-            out += [m for m in consumer.consume(500, timeout=0.2) if m.error() is None]
+        while True:
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(full, p), timeout=10)[1] for p in partitions}
+            if min_count is None or sum(ends.values()) >= min_count:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{full} holds {sum(ends.values())} records after {timeout_s:.0f} s; "
+                                     f"waited for {min_count}")
+            time.sleep(0.2)
+        while any(next_offset[p] < ends[p] for p in partitions):
+            if time.monotonic() > deadline:
+                got = {p: f"{next_offset[p]}/{ends[p]}" for p in partitions}
+                raise AssertionError(f"{full}: read {len(out)} records in {timeout_s:.0f} s, not to the end "
+                                     f"offsets (per partition, read/end: {got})")
+            for m in consumer.consume(500, timeout=0.2):
+                if m.error() is None:
+                    out.append(m)
+                    next_offset[m.partition()] = max(next_offset[m.partition()], m.offset() + 1)
+            for tp in consumer.position([TopicPartition(full, p) for p in partitions]):
+                next_offset[tp.partition] = max(next_offset[tp.partition], tp.offset)  # past gaps (compaction)
+        if min_count is not None and len(out) < min_count:
+            raise AssertionError(f"{full}: read {len(out)} records, waited for {min_count}")
         return out
+    finally:
+        consumer.close()
+
+
+def wait_consumed(settings: Settings, topics: tuple[str, ...], timeout_s: float = 120.0) -> dict[str, int]:
+    """Until the worker's group has committed, on every partition of ``topics``, the end offset of the
+    moment of the call: every record there consumed, and (the agents publish before their offsets are
+    committed) its outputs written. Returns the records per topic; a topic without any record fails
+    (a wait on nothing proves nothing). The positive control of a check that something did NOT happen.
+    """
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.group_id,
+                         "enable.auto.commit": False})  # never subscribes: reads the group's offsets only
+    try:
+        ends: dict[tuple[str, int], int] = {}
+        for name in topics:
+            full = settings.topic(name)
+            for p in consumer.list_topics(full, timeout=10).topics[full].partitions:
+                ends[(full, p)] = consumer.get_watermark_offsets(TopicPartition(full, p), timeout=10)[1]
+        counts = {name: sum(n for (t, _), n in ends.items() if t == settings.topic(name)) for name in topics}
+        assert all(counts.values()), f"nothing to consume: records per topic {counts}"
+        behind: dict[str, str] = {}
+
+        def consumed() -> bool:
+            committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+            behind.clear()
+            behind.update({f"{tp.topic}[{tp.partition}]": f"{max(tp.offset, 0)}/{ends[(tp.topic, tp.partition)]}"
+                           for tp in committed if max(tp.offset, 0) < ends[(tp.topic, tp.partition)]})
+            return not behind
+
+        if not poll_until(consumed, timeout_s=timeout_s, interval_s=0.5):
+            raise AssertionError(f"group {settings.group_id} did not consume {list(topics)} in {timeout_s:.0f} s: "
+                                 f"committed/end {behind}")
+        return counts
     finally:
         consumer.close()
 

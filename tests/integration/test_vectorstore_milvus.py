@@ -11,12 +11,8 @@ import numpy as np
 import pytest
 
 from components.base import ConfigMismatchError, DocState, RetryableError
-from components.vectorstore import (
-    MilvusVectorStore,
-    collection_rows,
-    drop_collection,
-    read_live_doc_ids,
-)
+from components.milvus_admin import collection_rows, drop_collection, read_live_doc_ids
+from components.milvus_store import MilvusVectorStore
 from infra.milvus import MilvusLiteServer
 from infra.process import LaunchError
 from tests.conftest import free_port

@@ -11,9 +11,11 @@ import pytest
 from agents.answerer import Answerer
 from components.base import ChunkRecord, PermanentError
 from components.chunking import StructureChunker
+from components.collection_registry import Collections
 from components.embedding import HashEmbedder
 from components.generation import EchoGenerator
-from components.vectorstore import Collections, InMemoryVectorStore
+from components.memory_store import InMemoryVectorStore
+from components.reranking import KeepOrder
 from config.settings import Settings
 from schemas import AnswerEvent, DeadLetter, Query
 from streams.dlq import DeadLetters
@@ -26,7 +28,7 @@ DOCS = [
 ]
 
 
-def make(tmp_path, **settings_kw):
+def make(tmp_path, reranker=None, **settings_kw):
     settings = Settings(home=tmp_path, delta_flush_ms=0, **settings_kw)
     embedder = HashEmbedder(32)
     chunker = StructureChunker(500, 50)
@@ -42,7 +44,7 @@ def make(tmp_path, **settings_kw):
     generator = EchoGenerator(words=6)
     collections = Collections(store, lambda name: InMemoryVectorStore(name, 32, embedder.model_id, chunker.config_id,
                                                                       server=store.server))
-    answerer = Answerer(settings, embedder, collections, generator, publisher,
+    answerer = Answerer(settings, embedder, collections, reranker or KeepOrder(), generator, publisher,
                         DeadLetters(publisher, settings.topic("dlq"), "answerer"))
     return answerer, publisher, settings, generator
 
@@ -148,6 +150,27 @@ async def test_retrieval_depth_reports_more_chunks_than_the_prompt_gets(tmp_path
     assert len(final.retrieved) == 3 and len(final.citations) == 1
     assert [r.score for r in final.retrieved] == sorted((r.score for r in final.retrieved), reverse=True)
     assert len(generator.requests) == 1
+
+
+class Reverse:
+    """A reranker that puts the retrieval order upside down, to see the answerer follow it."""
+
+    version = "reverse"
+
+    def rerank(self, query, hits):
+        return list(reversed(hits))
+
+
+async def test_the_reranker_orders_the_prompt_and_the_citations(tmp_path):
+    query = Query(query_id="q", conversation_id="c", text="salary", groups=["hr", "eng"], options={"top_k": 3})
+    plain, _, _, _ = make(tmp_path / "plain")
+    reranked, _, _, generator = make(tmp_path / "reranked", reranker=Reverse())
+    retrieved = [r.doc_id for r in (await plain.handle(qrec(query))).retrieved]
+    final = await reranked.handle(qrec(query))
+    assert len(retrieved) == 3 and [r.doc_id for r in final.retrieved] == retrieved[::-1]
+    prompt = generator.requests[-1][-1].content
+    texts = {doc_id: text for doc_id, _, text in DOCS}
+    assert prompt.index(texts[retrieved[-1]]) < prompt.index(texts[retrieved[0]])  # reranked first = passage [1]
 
 
 async def test_retrieval_only_queries_skip_generation(tmp_path):

@@ -1,4 +1,4 @@
-"""Behaviour of components.chunking.StructureChunker."""
+"""Behaviour of components.chunking.StructureChunker and the parsing beneath it (components.parsing, .markup)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import re
 import pytest
 
 from components.base import Chunker
-from components.chunking import StructureChunker, docutils_slug, first_rst_title, github_slug, rst_inline_text
+from components.chunking import StructureChunker
+from components.markup import docutils_slug, github_slug, rst_inline_text
+from components.parsing import first_rst_title
 
 RST = """\
 .. _top-label:

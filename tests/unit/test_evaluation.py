@@ -11,18 +11,12 @@ import pytest
 
 from components.base import ChatMessage
 from pipelines.datasets import DatasetError, build_python_faq, load_dataset, write_dataset
-from pipelines.evaluate import (
-    EvalConfig,
-    Reporter,
-    check_config,
-    comparison,
-    previous_report,
-    sample_queries,
-    score,
-    write_report,
-)
+from pipelines.evaluate import EvalConfig, check_config, sample_queries
 from pipelines.judge import GeneratorJudge, OpenAIJudge, judge_messages, parse_grade
 from pipelines.metrics import RougeL, document_ranking, token_f1
+from pipelines.progress import Reporter
+from pipelines.reports import comparison, previous_report, write_report
+from pipelines.scoring import score
 from schemas import AnswerEvent, Citation, Retrieved, Timings, Usage
 
 CORPUS = [{"_id": f"d{i}", "title": f"T{i}", "text": f"text of document {i}"} for i in range(1, 6)]
@@ -248,12 +242,12 @@ def test_reports_are_written_whole_and_compared_with_the_previous_one(tmp_path):
 
 
 def test_a_failing_report_leaves_nothing_behind(tmp_path, monkeypatch):
-    import pipelines.evaluate as evaluate
+    import pipelines.reports as reports
 
     def broken(*_a, **_k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(evaluate, "plot_metrics", broken)
+    monkeypatch.setattr(reports, "plot_metrics", broken)
     with pytest.raises(RuntimeError):
         write_report(tmp_path, _report("r1", "2026-01-01T00:00:00+00:00", 0.5), [], [])
     assert list(tmp_path.iterdir()) == []
@@ -281,11 +275,11 @@ def test_python_faq_keeps_question_headings_out_of_the_corpus(tmp_path):
 
 
 def test_the_metrics_plot_has_one_point_per_finished_run(tmp_path, monkeypatch):
-    import pipelines.evaluate as evaluate
+    import pipelines.reports as reports
 
     plotted = []
-    monkeypatch.setattr(evaluate, "plot_metrics", lambda root, report, path: (
-        plotted.append([r["run_id"] for r in evaluate.finished_reports(root)]), path.write_bytes(b"png")))
+    monkeypatch.setattr(reports, "plot_metrics", lambda root, report, path: (
+        plotted.append([r["run_id"] for r in reports.finished_reports(root)]), path.write_bytes(b"png")))
     write_report(tmp_path, _report("r1", "2026-01-01T00:00:00+00:00", 0.5), [], [])
     write_report(tmp_path, _report("r2", "2026-01-02T00:00:00+00:00", 0.6), [], [])
     # while r2 is written, only r1 is finished (r2's own report is still in a temporary directory)

@@ -1,4 +1,4 @@
-"""EchoGenerator (the generation fake) and the RAG prompt builder."""
+"""EchoGenerator (the generation fake), the RAG prompt builder and packaged-weight materialisation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from components.base import (
     PromptTemplate,
     RetryableError,
 )
-from components.generation import MODELS, EchoGenerator, TransformersGenerator, build_generator
+from components.generation import EchoGenerator, TransformersGenerator, build_generator
+from components.models import GENERATORS
 from components.prompts import NO_CONTEXT, PROMPT_V1, build_context, build_messages, fit_hits
 
 
@@ -124,7 +125,7 @@ def test_build_generator(tmp_path: Path):
     assert isinstance(build_generator("echo", tmp_path), EchoGenerator)
     real = build_generator("smollm2-135m", tmp_path)  # not started: nothing loaded yet
     assert isinstance(real, TransformersGenerator) and isinstance(real, Generator)
-    assert real.model_id == MODELS["smollm2-135m"].model_id
+    assert real.model_id == GENERATORS["smollm2-135m"].model_id
     with pytest.raises(PermanentError, match="unknown generator model"):
         build_generator("gpt-5", tmp_path)
 
@@ -214,7 +215,7 @@ def fake_parts(tmp_path: Path, monkeypatch):
     """Two importable-looking packages (never imported) holding the halves of a fake GGUF."""
     import hashlib
 
-    from components import generation
+    from components import models
 
     site = tmp_path / "site"
     for i, payload in enumerate([b"GGUF-part-one;", b"part-two"], start=1):
@@ -223,11 +224,11 @@ def fake_parts(tmp_path: Path, monkeypatch):
         (site / f"eddy_fake_part{i}" / "data" / "part.bin").write_bytes(payload)
     monkeypatch.syspath_prepend(str(site))
     whole = b"GGUF-part-one;part-two"
-    spec = generation.PackagedModel(
+    spec = models.PackagedGenerator(
         model_id="fake", parts=(("eddy_fake_part1", "data/part.bin"), ("eddy_fake_part2", "data/part.bin")),
         sha256=hashlib.sha256(whole).hexdigest(), size=len(whole),
     )
-    monkeypatch.setitem(generation.MODELS, "fake", spec)
+    monkeypatch.setitem(models.GENERATORS, "fake", spec)
     converted: list[bytes] = []
 
     def fake_convert(spec, gguf: Path, target: Path) -> None:
@@ -238,17 +239,17 @@ def fake_parts(tmp_path: Path, monkeypatch):
         target.mkdir()
         (target / "eddy-model.json").write_text("{}")
 
-    monkeypatch.setattr(generation, "_convert", fake_convert)
-    return generation, spec, whole, converted
+    monkeypatch.setattr(models, "_convert", fake_convert)
+    return models, spec, whole, converted
 
 
 def test_materialise_assembles_verifies_and_converts_once(tmp_path: Path, fake_parts):
     import threading
 
-    generation, spec, whole, converted = fake_parts
+    models, spec, whole, converted = fake_parts
     cache = tmp_path / "cache"
     results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(generation.materialise("fake", cache)))
+    threads = [threading.Thread(target=lambda: results.append(models.materialise("fake", cache)))
                for _ in range(3)]
     for t in threads:
         t.start()
@@ -257,22 +258,22 @@ def test_materialise_assembles_verifies_and_converts_once(tmp_path: Path, fake_p
     assert converted == [whole]  # one conversion, of the parts concatenated in order
     assert len(set(results)) == 1 and (results[0] / "eddy-model.json").is_file()
     assert not (cache / "fake" / "model.gguf").exists()  # assembled GGUF removed after conversion
-    assert generation.materialise("fake", cache) == results[0] and len(converted) == 1
+    assert models.materialise("fake", cache) == results[0] and len(converted) == 1
 
 
 def test_materialise_rejects_a_checksum_mismatch(tmp_path: Path, fake_parts, monkeypatch):
-    generation, spec, _, converted = fake_parts
-    monkeypatch.setitem(generation.MODELS, "fake", generation.PackagedModel(
+    models, spec, _, converted = fake_parts
+    monkeypatch.setitem(models.GENERATORS, "fake", models.PackagedGenerator(
         model_id="fake", parts=spec.parts, sha256="0" * 64, size=spec.size))
     with pytest.raises(PermanentError, match="sha256"):
-        generation.materialise("fake", tmp_path)
+        models.materialise("fake", tmp_path)
     assert converted == [] and not (tmp_path / "fake" / "model.gguf").exists()
 
 
 def test_materialise_reports_a_missing_package(tmp_path: Path, monkeypatch):
-    from components import generation
+    from components import models
 
-    monkeypatch.setitem(generation.MODELS, "ghost", generation.PackagedModel(
+    monkeypatch.setitem(models.GENERATORS, "ghost", models.PackagedGenerator(
         model_id="ghost", parts=(("eddy_no_such_package", "x.gguf"),), sha256="0" * 64, size=1))
     with pytest.raises(PermanentError, match="not installed"):
-        generation.materialise("ghost", tmp_path)
+        models.materialise("ghost", tmp_path)

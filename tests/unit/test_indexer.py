@@ -9,8 +9,9 @@ import pytest
 from agents.indexer import Indexer
 from components.base import RetryableError
 from components.chunking import StructureChunker
+from components.collection_registry import Collections
 from components.embedding import HashEmbedder
-from components.vectorstore import Collections, InMemoryVectorStore
+from components.memory_store import InMemoryVectorStore
 from config.settings import Settings
 from schemas import DeadLetter, DocumentChange, IndexEvent
 from streams.dlq import DeadLetters

@@ -13,7 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import generate_latest
 
-from agents.monitor import AlertEvaluator, Monitor, MonitorState, ks_statistic, price_of
+from agents.monitor import Monitor
+from components.monitoring import AlertEvaluator, MonitorState, ks_statistic, price_of
+from streams.codec import decode_traces
 from config.settings import Settings
 from schemas import AlertRule, AnswerEvent, Citation, DeadLetter, Feedback, IndexEvent, ModelPrice, Timings, Usage
 from streams.dlq import DeadLetters
@@ -116,7 +118,7 @@ def test_spans_give_step_latencies_and_waterfalls():
         with tracer.start_as_current_span("retrieve", attributes={"eddy.step": "retrieve"}):
             pass
     state = MonitorState(settings())
-    assert state.on_traces(encode_spans(exporter.get_finished_spans()).SerializeToString()) == 2
+    assert state.on_traces(decode_traces(encode_spans(exporter.get_finished_spans()).SerializeToString())) == 2
     snap = state.snapshot(max(s.end_time for s in exporter.get_finished_spans()) / 1e9)
     assert {(s["agent"], s["step"]) for s in snap["steps"]} == {("answerer", "process"), ("answerer", "retrieve")}
     (trace,) = snap["traces"]
@@ -148,7 +150,7 @@ def test_grafana_dashboard_queries_only_metrics_the_monitor_exports():
     import re
 
     from config.settings import REPO_ROOT
-    from streams.tracing import ExporterStats
+    from eddy.telemetry import ExporterStats
 
     state = MonitorState(settings(), exporter_stats=ExporterStats())
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from eddy.python_docs import SOURCES_SUBDIR, CorpusError, ensure_python_docs, python_doc_meta
+from pipelines.python_docs import SOURCES_SUBDIR, CorpusError, ensure_python_docs, python_doc_meta
 
 OS_PATH = """\
 .. _os-path-label:

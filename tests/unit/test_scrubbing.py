@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from components.scrubbing import Conversation, PresidioScrubber, ScrubError, load_scrub_key, pseudonym
+from components.base import Conversation, ScrubError
+from components.scrubbing import PresidioScrubber, load_scrub_key, pseudonym
 
 KEY = b"unit-test-key-0123456789abcdef"
 

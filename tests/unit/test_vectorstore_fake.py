@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from components.base import PermanentError
-from components.vectorstore import InMemoryVectorStore, acl_filter, acl_key, group_token, quote
+from components.memory_store import InMemoryVectorStore
+from components.milvus_client import acl_filter, acl_key, group_token, quote
 from tests.vectorstore_contract import CHUNKER, DIM, EMBEDDER, VectorStoreContract
 
 

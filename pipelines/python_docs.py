@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 
-from components.chunking import first_rst_title
+from components.parsing import first_rst_title
 
 __all__ = ["CorpusError", "DOCS_URL", "PACKAGE", "SOURCES_SUBDIR", "ensure_python_docs", "python_doc_meta"]
 

@@ -1,5 +1,5 @@
-"""Vector stores: ``MilvusVectorStore`` (pymilvus ``MilvusClient``; Milvus or the Milvus Lite server)
-and ``InMemoryVectorStore`` (deterministic fake for unit tests), with the same semantics.
+"""``MilvusVectorStore``: the VectorStore of one Eddy collection in Milvus (or the Milvus Lite
+server), through pymilvus ``MilvusClient`` and the helpers of ``components.milvus_client``.
 
 Layout of one Eddy collection ``NAME`` in Milvus:
 
@@ -14,18 +14,8 @@ Both carry the collection properties ``eddy.embedder``, ``eddy.dim``, ``eddy.chu
 ``eddy.schema``; opening a collection built with another embedder, dimension or chunker raises
 ``ConfigMismatchError``.
 
-ACL filtering. A chunk is visible when its ACL is empty or shares a group with the caller. The
-filter is an OR of ``like`` tests on ``acl_key``, a string ``|t1|t2|`` of fixed 16-hex-digit
-tokens (sha256 of each group name; ``|*|`` for an empty ACL), e.g. for groups ``["eng"]``::
-
-    acl_key == "|*|" or acl_key like "%|4f1c...|%"
-
-rather than ``array_contains_any(acl, [...])`` because milvus-lite evaluates array functions row
-by row in Python but ``==``/``like`` vectorised with Arrow (``python -m bench.milvus_search``, 15k
-rows: search p50 81 ms with this filter vs 466 ms with ``array_contains_any``); hashing keeps group
-names out of the expression (no escaping, no LIKE wildcards).
-The ``acl`` ARRAY column keeps the readable group names (e.g. for ``array_contains_any`` on a
-full Milvus).
+Searches filter on ``acl_key`` (hashed group tokens, see ``components.milvus_client``); the ``acl``
+ARRAY column keeps the readable group names (e.g. for ``array_contains_any`` on a full Milvus).
 
 Writes use the collections' Strong consistency level and are visible to searches and queries as
 soon as the call returns (milvus-lite applies them synchronously to its write-ahead log, which
@@ -34,13 +24,10 @@ survives a kill -9 of the server).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -53,10 +40,18 @@ from components.base import (
     DocState,
     Hit,
     PermanentError,
-    RetryableError,
     StoredChunk,
-    VectorStore,
 )
+from components.milvus_client import (
+    acl_filter,
+    acl_key,
+    call_milvus,
+    classify_error,
+    connect_milvus,
+    in_expr,
+    quote,
+)
+from components.store_checks import as_matrix, check_vector, mismatch_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,42 +82,10 @@ _HASH_MAX = 128
 _GROUP_MAX = 256
 _ACL_CAPACITY = 256
 _ACL_KEY_MAX = 8192
-_PUBLIC_KEY = "|*|"
 _DUMMY_DIM = 2
 _DUMMY_VECTOR = [1.0, 0.0]
 _HNSW_BUILD = {"M": 16, "efConstruction": 100}
 _HIT_FIELDS = ["doc_id", "text", "section", "anchor", "uri", "title"]
-
-
-# --------------------------------------------------------------------------- shared helpers
-def group_token(group: str) -> str:
-    """Fixed-width token of one ACL group name (16 hex digits of its sha256)."""
-    return hashlib.sha256(group.encode("utf-8")).hexdigest()[:16]
-
-
-def acl_key(acl: Iterable[str]) -> str:
-    """``|t1|t2|`` over the sorted tokens of ``acl``; ``|*|`` for an empty ACL (visible to all)."""
-    tokens = sorted({group_token(g) for g in acl})
-    return "|" + "|".join(tokens) + "|" if tokens else _PUBLIC_KEY
-
-
-def acl_filter(groups: Sequence[str]) -> str:
-    """Milvus filter expression selecting chunks visible to ``groups`` (see the module docstring)."""
-    terms = [f'acl_key == "{_PUBLIC_KEY}"']
-    terms += [f'acl_key like "%|{token}|%"' for token in sorted({group_token(g) for g in groups})]
-    return " or ".join(terms)
-
-
-def quote(value: str) -> str:
-    """``value`` as a double-quoted Milvus expression string literal."""
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"')
-               .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
-    return f'"{escaped}"'
-
-
-def in_expr(field: str, values: Sequence[str]) -> str:
-    """``field in ["a", "b", ...]``."""
-    return f"{field} in [{', '.join(quote(v) for v in values)}]"
 
 
 def _batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
@@ -139,78 +102,6 @@ def _truncate_utf8(value: str, max_bytes: int) -> str:
     if len(raw) <= max_bytes:
         return value
     return raw[:max_bytes].decode("utf-8", errors="ignore")
-
-
-def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
-    matrix = np.asarray(vectors, dtype=np.float32)
-    if matrix.ndim == 1:
-        matrix = matrix.reshape(1, -1)
-    if matrix.ndim != 2 or matrix.shape[1] != dim:
-        raise PermanentError(f"query vectors have shape {matrix.shape}, expected (q, {dim})")
-    return matrix
-
-
-def _check_vector(record: ChunkRecord, dim: int) -> np.ndarray:
-    vector = np.asarray(record.vector, dtype=np.float32).reshape(-1)
-    if vector.shape[0] != dim:
-        raise PermanentError(
-            f"chunk {record.chunk.chunk_id} of {record.chunk.doc_id!r} has a {vector.shape[0]}-d vector, "
-            f"the collection holds {dim}-d vectors"
-        )
-    if not np.all(np.isfinite(vector)):
-        raise PermanentError(f"chunk {record.chunk.chunk_id} of {record.chunk.doc_id!r} has a non-finite vector")
-    return vector
-
-
-def _mismatch_message(collection: str, stored: dict[str, str], configured: dict[str, str]) -> str:
-    def describe(cfg: dict[str, str]) -> str:
-        return f"embedder {cfg['embedder']!r} (dim {cfg['dim']}), chunker {cfg['chunker']!r}"
-
-    return (
-        f"collection {collection!r} was built with {describe(stored)}, but Eddy is configured with "
-        f"{describe(configured)}; its vectors and chunk ids would not match. Use another collection "
-        f"(set EDDY_COLLECTION to a new name; it is created on start and filled by re-ingesting) or drop "
-        f"this one (components.vectorstore.drop_collection(uri, {collection!r})) and re-ingest."
-    )
-
-
-# --------------------------------------------------------------------------- Milvus
-def _classify(exc: BaseException, what: str) -> Exception:
-    """RetryableError for connection problems, timeouts and rate limits; PermanentError otherwise."""
-    import grpc
-    from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
-
-    transient_codes = {
-        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED,
-    }
-    retryable = False
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, (ConnectError, MilvusUnavailableException, ConnectionError, TimeoutError)):
-            retryable = True
-        elif isinstance(cur, grpc.RpcError) and hasattr(cur, "code") and cur.code() in transient_codes:
-            retryable = True
-        elif isinstance(cur, MilvusException):
-            code = cur.code
-            message = (cur.message or "").lower()
-            if isinstance(code, grpc.StatusCode) and code in transient_codes:
-                retryable = True
-            elif code in (2, 8) or "retry timeout" in message or "retry run out" in message \
-                    or "fail connecting" in message or "server unavailable" in message:
-                retryable = True  # 2: cannot connect, 8: rate limited
-        cur = cur.__cause__ or cur.__context__
-    detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    cls = RetryableError if retryable else PermanentError
-    return cls(f"Milvus: {what} failed: {detail}")
-
-
-def _is_not_loaded(exc: BaseException) -> bool:
-    code = getattr(exc, "code", None)
-    message = str(getattr(exc, "message", "") or exc).lower()
-    return code == 101 or "not loaded" in message or "notloaded" in message
 
 
 class MilvusVectorStore:
@@ -387,7 +278,7 @@ class MilvusVectorStore:
         if vector_dims and str(vector_dims[0]) != stored["dim"]:
             stored["dim"] = str(vector_dims[0])
         if stored != self._config:
-            raise ConfigMismatchError(_mismatch_message(self.collection, stored, self._config))
+            raise ConfigMismatchError(mismatch_message(self.collection, stored, self._config))
         if str(props.get(_PROP_SCHEMA, SCHEMA_VERSION)) != SCHEMA_VERSION:
             raise ConfigMismatchError(
                 f"collection {name!r} has Eddy schema version {props.get(_PROP_SCHEMA)}, this Eddy writes "
@@ -410,7 +301,7 @@ class MilvusVectorStore:
                 try:
                     page = iterator.next()
                 except Exception as exc:  # noqa: BLE001 - classified below
-                    raise _classify(exc, f"query {collection}") from exc
+                    raise classify_error(exc, f"query {collection}") from exc
                 if not page:
                     break
                 out.extend(page)
@@ -486,7 +377,7 @@ class MilvusVectorStore:
             "title": _truncate_utf8(record.title, _TITLE_MAX), "section": _truncate_utf8(chunk.section, _SECTION_MAX),
             "anchor": _truncate_utf8(chunk.anchor, _ANCHOR_MAX), "text": text, "acl": acl, "acl_key": acl_key(acl),
             "meta_hash": record.meta_hash, "content_hash": chunk.content_hash, "ordinal": int(chunk.ordinal),
-            "embedding": _check_vector(record, self.dim).tolist(),
+            "embedding": check_vector(record, self.dim).tolist(),
         }
 
     def upsert_chunks(self, records: Sequence[ChunkRecord]) -> None:
@@ -516,7 +407,7 @@ class MilvusVectorStore:
     def search(self, vectors: np.ndarray, top_k: int, groups: Sequence[str]) -> list[list[Hit]]:
         """For each query vector (``(q, dim)`` or ``(dim,)`` float32, L2-normalised) the ``top_k``
         chunks visible to ``groups``, closest first; ``score`` is the cosine similarity."""
-        matrix = _as_matrix(vectors, self.dim)
+        matrix = as_matrix(vectors, self.dim)
         if top_k <= 0 or matrix.shape[0] == 0:
             return [[] for _ in range(matrix.shape[0])]
         expr = acl_filter(groups)
@@ -538,282 +429,3 @@ class MilvusVectorStore:
         return Hit(chunk_id=h.get("chunk_id") or h.get("id"), doc_id=entity.get("doc_id", ""),
                    text=entity.get("text", ""), section=entity.get("section", ""), anchor=entity.get("anchor", ""),
                    uri=entity.get("uri", ""), title=entity.get("title", ""), score=float(h.get("distance")))
-
-
-def connect_milvus(uri: str, timeout_s: float) -> Any:
-    """A ``pymilvus.MilvusClient`` for ``uri``; RetryableError when the server cannot be reached."""
-    from pymilvus import MilvusClient
-
-    try:
-        return MilvusClient(uri=uri, timeout=timeout_s)
-    except Exception as exc:  # noqa: BLE001 - classified below
-        raise _classify(exc, f"connect to {uri}") from exc
-
-
-def call_milvus(client: Any, reload: Sequence[str], what: str, fn: Callable[..., T], *args: Any,
-                timeout_s: float, **kwargs: Any) -> T:
-    """``fn(*args, timeout=timeout_s, **kwargs)`` with pymilvus errors translated to RetryableError /
-    PermanentError (the pymilvus exception is the ``__cause__``). A restarted Milvus Lite server starts
-    with indexed collections released: then the ``reload`` collections are loaded and the call retried once."""
-    kwargs.setdefault("timeout", timeout_s)
-    try:
-        return fn(*args, **kwargs)
-    except (RetryableError, PermanentError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - classified below
-        if not _is_not_loaded(exc):
-            raise _classify(exc, what) from exc
-        try:
-            for name in reload:
-                client.load_collection(name, timeout=timeout_s)
-            return fn(*args, **kwargs)
-        except Exception as again:  # noqa: BLE001
-            raise _classify(again, what) from again
-
-
-# --------------------------------------------------------------------------- collections of a worker
-class UnknownCollectionError(PermanentError):
-    """A query named a collection that does not exist."""
-
-
-class Collections:
-    """A worker's vector stores by collection name (collections are namespaces of documents that
-    changes and queries name; unset = the default collection).
-
-    ``default``: the started store of the worker's default collection. ``open_store(name)``: an
-    unstarted store for another collection (same embedder, dim and chunker). ``get`` is blocking
-    (it may create and load a collection): call it from a worker thread. Thread-safe.
-    """
-
-    def __init__(self, default: VectorStore, open_store: Callable[[str], VectorStore]) -> None:
-        self.default = default
-        self._open = open_store
-        self._stores: dict[str, VectorStore] = {default.collection: default}
-        self._lock = threading.Lock()
-
-    def get(self, name: str | None, *, create: bool) -> VectorStore:
-        """The started store of ``name`` (None = default). ``create=False`` raises UnknownCollectionError
-        for a collection that does not exist (queries never create collections); ConfigMismatchError
-        when it was built with another embedder, dim or chunker."""
-        if name is None:
-            return self.default
-        with self._lock:
-            store = self._stores.get(name)
-            if store is None:
-                store = self._open(name)
-                if not create and not store.exists():
-                    raise UnknownCollectionError(f"collection {name!r} does not exist")
-                store.start()
-                self._stores[name] = store
-                log.info("opened collection %s", name)
-            return store
-
-    def close(self) -> None:
-        with self._lock:
-            stores, self._stores = list(self._stores.values()), {}
-        for store in stores:
-            store.close()
-
-
-# --------------------------------------------------------------------------- module functions
-@contextlib.contextmanager
-def _session(uri: str, what: str, timeout_s: float = 20.0) -> Iterator[Any]:
-    """A ``MilvusClient`` for one helper call: errors classified as RetryableError/PermanentError, closed after."""
-    client = connect_milvus(uri, timeout_s)
-    try:
-        yield client
-    except (RetryableError, PermanentError):
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise _classify(exc, what) from exc
-    finally:
-        client.close()
-
-
-def _count_rows(client: Any, name: str) -> int:
-    """Exact row count of one collection, loading it first when a restarted server left it released."""
-    try:
-        rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
-    except Exception as exc:  # noqa: BLE001 - a released collection: load it and count again
-        if not _is_not_loaded(exc):
-            raise
-        client.load_collection(name)
-        rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
-    return int(rows[0]["count(*)"]) if rows else 0
-
-
-def drop_collection(uri: str, collection: str) -> bool:
-    """Drop ``collection`` and ``collection_docs`` (those that exist). True when something was dropped."""
-    with _session(uri, f"drop collection {collection}") as client:
-        dropped = False
-        for name in (collection, collection + DOCS_SUFFIX):
-            if client.has_collection(name):
-                client.drop_collection(name)
-                dropped = True
-        if dropped:
-            log.info("dropped Milvus collection %s (and %s)", collection, collection + DOCS_SUFFIX)
-        return dropped
-
-
-def collection_rows(uri: str) -> dict[str, int]:
-    """Rows per collection of the Milvus at ``uri`` (for ``eddy status``)."""
-    with _session(uri, "count rows per collection") as client:
-        return {name: _count_rows(client, name) for name in sorted(client.list_collections())}
-
-
-def read_live_doc_ids(uri: str, collection: str, source: str) -> list[str]:
-    """Live document ids of ``source`` in ``collection`` without checking its embedder/chunker
-    (``eddy ingest`` uses it to publish deletes of vanished files); ``[]`` when the collection is absent."""
-    with _session(uri, "read live documents") as client:
-        if not client.has_collection(collection + DOCS_SUFFIX):
-            return []
-        # A restarted server starts with collections released; loading first avoids a failed query.
-        client.load_collection(collection + DOCS_SUFFIX)
-    store = MilvusVectorStore(uri, collection, 1, "", "")
-    store.connect()
-    try:
-        return store.live_doc_ids(source)
-    finally:
-        store.close()
-
-
-# --------------------------------------------------------------------------- in-memory fake
-@dataclass
-class _MemCollection:
-    embedder: str
-    dim: int
-    chunker: str
-    rows: dict[str, dict[str, Any]]
-    docs: dict[str, DocState]
-
-
-class InMemoryVectorStore:
-    """In-process fake of ``MilvusVectorStore`` for unit tests: same semantics, brute-force cosine.
-
-    ``server`` plays the Milvus server: a dict of collections shared by the stores given the same
-    dict (each store gets a private one by default), so a reopened collection keeps its rows and
-    its configuration (ConfigMismatchError on another embedder, dim or chunker). Ties in score are
-    broken by chunk id, so results are deterministic. Thread-safe.
-    """
-
-    def __init__(
-        self, collection: str = "eddy_chunks", dim: int = 384, embedder_id: str = "fake-embedder",
-        chunker_id: str = "fake-chunker", *, server: dict[str, Any] | None = None,
-    ) -> None:
-        self.collection = collection
-        self.dim = dim
-        self.embedder_id = embedder_id
-        self.chunker_id = chunker_id
-        self.server: dict[str, Any] = server if server is not None else {}
-        self._col: _MemCollection | None = None
-        self._lock = threading.RLock()
-        self.calls: dict[str, int] = {}
-
-    def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    @property
-    def _c(self) -> _MemCollection:
-        if self._col is None:
-            raise PermanentError("InMemoryVectorStore used before start()")
-        return self._col
-
-    def exists(self) -> bool:
-        return self.collection in self.server
-
-    def start(self) -> None:
-        with self._lock:
-            col = self.server.get(self.collection)
-            if col is None:
-                col = _MemCollection(self.embedder_id, self.dim, self.chunker_id, {}, {})
-                self.server[self.collection] = col
-            stored = {"embedder": col.embedder, "dim": str(col.dim), "chunker": col.chunker}
-            configured = {"embedder": self.embedder_id, "dim": str(self.dim), "chunker": self.chunker_id}
-            if stored != configured:
-                raise ConfigMismatchError(_mismatch_message(self.collection, stored, configured))
-            self._col = col
-
-    def close(self) -> None:
-        self._col = None
-
-    def doc_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
-        self._count("doc_states")
-        with self._lock:
-            return {d: self._c.docs[d] for d in doc_ids if d in self._c.docs}
-
-    def stored_chunks(self, doc_ids: Sequence[str]) -> dict[str, list[StoredChunk]]:
-        self._count("stored_chunks")
-        wanted = set(doc_ids)
-        with self._lock:
-            rows = [r for r in self._c.rows.values() if r["doc_id"] in wanted]
-        rows.sort(key=lambda r: (r["doc_id"], r["ordinal"], r["chunk_id"]))
-        out: dict[str, list[StoredChunk]] = {}
-        for r in rows:
-            out.setdefault(r["doc_id"], []).append(StoredChunk(r["chunk_id"], r["meta_hash"]))
-        return out
-
-    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        self._count("vectors")
-        with self._lock:
-            return {c: self._c.rows[c]["embedding"].copy() for c in chunk_ids if c in self._c.rows}
-
-    def upsert_chunks(self, records: Sequence[ChunkRecord]) -> None:
-        self._count("upsert_chunks")
-        rows = []
-        for record in records:
-            chunk = record.chunk
-            rows.append({
-                "chunk_id": chunk.chunk_id, "doc_id": chunk.doc_id, "source": record.source, "uri": record.uri,
-                "title": record.title, "section": chunk.section, "anchor": chunk.anchor, "text": chunk.text,
-                "acl": frozenset(record.acl), "meta_hash": record.meta_hash, "content_hash": chunk.content_hash,
-                "ordinal": int(chunk.ordinal), "embedding": _check_vector(record, self.dim).copy(),
-            })
-        with self._lock:
-            for row in rows:
-                self._c.rows[row["chunk_id"]] = row
-
-    def delete_chunks(self, chunk_ids: Sequence[str]) -> None:
-        self._count("delete_chunks")
-        with self._lock:
-            for c in chunk_ids:
-                self._c.rows.pop(c, None)
-
-    def set_doc_states(self, states: Sequence[DocState]) -> None:
-        self._count("set_doc_states")
-        with self._lock:
-            for s in states:
-                self._c.docs[s.doc_id] = s
-
-    def live_doc_ids(self, source: str) -> list[str]:
-        with self._lock:
-            return sorted(d for d, s in self._c.docs.items() if s.source == source and not s.deleted)
-
-    def search(self, vectors: np.ndarray, top_k: int, groups: Sequence[str]) -> list[list[Hit]]:
-        self._count("search")
-        matrix = _as_matrix(vectors, self.dim)
-        if top_k <= 0 or matrix.shape[0] == 0:
-            return [[] for _ in range(matrix.shape[0])]
-        mine = set(groups)
-        with self._lock:
-            visible = [r for r in self._c.rows.values() if not r["acl"] or r["acl"] & mine]
-        if not visible:
-            return [[] for _ in range(matrix.shape[0])]
-        visible.sort(key=lambda r: r["chunk_id"])
-        stored = np.stack([r["embedding"] for r in visible])
-        stored_norm = stored / np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
-        queries = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        scores = queries @ stored_norm.T
-        out = []
-        for q in range(matrix.shape[0]):
-            order = np.argsort(-scores[q], kind="stable")[:top_k]
-            out.append([
-                Hit(chunk_id=visible[i]["chunk_id"], doc_id=visible[i]["doc_id"], text=visible[i]["text"],
-                    section=visible[i]["section"], anchor=visible[i]["anchor"], uri=visible[i]["uri"],
-                    title=visible[i]["title"], score=float(scores[q, i]))
-                for i in order
-            ])
-        return out
-
-    def info(self) -> CollectionInfo:
-        with self._lock:
-            return CollectionInfo(self.collection, len(self._c.rows), self.embedder_id, self.dim, self.chunker_id)

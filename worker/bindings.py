@@ -1,0 +1,145 @@
+"""Every agent of a worker bound to the faust app: its handler on its catalogue topics, its timers
+and HTTP servers. Handlers are transport-neutral (``agents/``); this module is their only faust glue.
+
+| agent | consumes | handler | extra |
+|---|---|---|---|
+| indexer | ``docs.changes`` | ``Indexer.handle_batch`` (batches of ``indexer_batch_max``) | |
+| answerer | ``queries`` | ``Answerer.handle`` (``answerer_concurrency`` at once) | |
+| monitor | ``traces``, ``index.events``, ``answers``, ``feedback``, ``dlq`` | ``Monitor.handle`` | tick and lag timers, HTTP |
+| curator | ``queries`` → ``curator.queries``; ``curator.queries`` + ``answers`` + ``feedback`` | ``Curator.rekey``, ``Curator.handle_batch`` | join Table |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import faust
+
+from agents.answerer import Answerer
+from agents.curator import JOIN_RETENTION_MS, Curator
+from agents.indexer import Indexer
+from agents.monitor import MONITORED, Monitor
+from components.base import Embedder
+from components.monitoring import MonitorState
+from config.settings import Settings
+from streams.dlq import DeadLetters
+from streams.faust_adapter import FaustPublisher, raw_topic, to_raw
+from streams.topics import ANSWERS, CURATOR_QUERIES, DLQ, DOCS_CHANGES, FEEDBACK, QUERIES
+from worker.components import Components
+from worker.http import serve_http
+
+log = logging.getLogger(__name__)
+
+#: Agents a worker can host, in start-up order.
+AGENTS = ("indexer", "answerer", "monitor", "curator")
+
+
+def bind_agents(app: faust.App, settings: Settings, components: Components | None, agents: Sequence[str],
+                exporter_stats: object | None = None) -> None:
+    """Bind the chosen ``agents`` to ``app``. ``components`` may be None for a worker hosting only the
+    monitor; ``exporter_stats`` (this process's span exporter counters) is exposed by the monitor.
+
+    Raises ValueError for an unknown agent name.
+    """
+    unknown = set(agents) - set(AGENTS)
+    if unknown:
+        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join(AGENTS)}")
+    publisher = FaustPublisher(app)
+    dlq_topic = DLQ.full_name(settings)
+
+    def dead_letters(agent: str) -> DeadLetters:
+        return DeadLetters(publisher, dlq_topic, agent)
+
+    if "indexer" in agents:
+        indexer = Indexer(settings, components.chunker, components.index_embedder, components.collections,
+                          publisher, dead_letters("indexer"))
+
+        async def index(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(settings.indexer_batch_max, within=settings.indexer_batch_within_s):
+                await indexer.handle_batch([to_raw(e) for e in events])
+
+        app.agent(raw_topic(app, settings, DOCS_CHANGES), name="eddy.indexer")(index)
+
+    if "answerer" in agents:
+        answerer = Answerer(settings, components.query_embedder, components.collections, components.reranker,
+                            components.generator,
+                            publisher, dead_letters("answerer"))
+
+        async def answer(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await answerer.handle(to_raw(event))
+
+        app.agent(raw_topic(app, settings, QUERIES), name="eddy.answerer",
+                  concurrency=settings.answerer_concurrency)(answer)
+
+    if "monitor" in agents:
+        _bind_monitor(app, settings, Monitor(settings, MonitorState(settings, exporter_stats=exporter_stats),
+                                             publisher, dead_letters("monitor")))
+
+    if "curator" in agents:
+        _bind_curator(app, settings, publisher, dead_letters("curator"), components.index_embedder)
+
+
+def _bind_monitor(app: faust.App, settings: Settings, monitor: Monitor) -> None:
+    """One agent per monitored topic, the tick and consumer-lag timers, the HTTP server (started with the app)."""
+    for spec in MONITORED:
+        async def consume(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await monitor.handle(to_raw(event))
+
+        app.agent(raw_topic(app, settings, spec), name=f"eddy.monitor.{spec.name}")(consume)
+
+    async def start_http() -> None:
+        try:
+            await serve_http(settings, monitor.state)
+        except OSError as exc:
+            log.error("monitor cannot serve on %s:%d: %s (set EDDY_MONITOR_PORT)", settings.monitor_host,
+                      settings.monitor_port, exc)
+
+    async def tick() -> None:
+        await monitor.tick()
+
+    async def poll_lag() -> None:
+        await monitor.poll_consumer_lag()
+
+    app.task(start_http)
+    app.timer(settings.monitor_tick_s, name="eddy.monitor.tick")(tick)
+    app.timer(settings.monitor_lag_interval_s, name="eddy.monitor.lag")(poll_lag)
+
+
+def _bind_curator(app: faust.App, settings: Settings, publisher: FaustPublisher, dead_letters: DeadLetters,
+                  embedder: Embedder) -> None:
+    """The curator's scrubber (loads the spaCy model), vetted index (connects to Milvus), join Table and
+    its two agents; ``embedder`` must be started."""
+    from components.curation import JunkRules, MilvusVettedIndex
+    from components.scrubbing import PresidioScrubber, load_scrub_key
+
+    scrubber = PresidioScrubber(
+        load_scrub_key(settings.scrub_key.get_secret_value() if settings.scrub_key else None, settings.home),
+        internal_domains=[d.strip() for d in settings.scrub_internal_domains.split(",") if d.strip()],
+    )
+    scrubber.start()
+    vetted = MilvusVettedIndex(settings.milvus_address, f"{settings.collection}_vetted", embedder.dim)
+    vetted.start()
+    # Keys are the query ids' UTF-8 bytes and the producer's partitioner picks the changelog
+    # partition, so table partition p holds the queries of partition p of the three sources.
+    # The changelog holds raw conversations, like `queries` and `answers`: it expires with them
+    # (compact + delete after JOIN_RETENTION_MS) instead of keeping them for ever.
+    table = app.Table("curator-joins", default=None, partitions=settings.partitions, use_partitioner=True,
+                      key_type=bytes,  # bytes keys: the "raw" serializer; values: JSON
+                      extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(JOIN_RETENTION_MS)})
+    curator = Curator(settings, scrubber, JunkRules(min_query_chars=settings.curator_min_query_chars,
+                                                    flood_per_hour=settings.curator_flood_per_hour),
+                      embedder, vetted, publisher, dead_letters, table)
+
+    async def rekey(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await curator.rekey(to_raw(event))
+
+    async def curate(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.curator_batch_max, within=settings.curator_batch_within_s):
+            await curator.handle_batch([to_raw(e) for e in events])
+
+    app.agent(raw_topic(app, settings, QUERIES), name="eddy.curator-rekey")(rekey)
+    app.agent(raw_topic(app, settings, CURATOR_QUERIES, ANSWERS, FEEDBACK), name="eddy.curator")(curate)
