@@ -14,9 +14,17 @@ runs in worker threads, so a long generation neither stalls the other queries no
 consumer's heartbeats. A query's offset is acknowledged after its terminal event is
 acknowledged by the broker: at-least-once; a crash mid-answer re-answers that query.
 
-Failures: undecodable or invalid queries (malformed JSON, schema, empty text, too long) go
+Limits: a query over ``max_query_chars`` of text, ``max_query_groups`` groups or
+``max_history_turns`` history turns is refused (``oversized``, below); every query has
+``query_deadline_s`` from pick-up to its terminal event: past it the generation stops, its slot is
+freed and the stream ends with an ``error`` answer.
+
+Failures: undecodable or invalid queries (malformed JSON, schema, empty text, over a limit) go
 to ``dlq``; when the record still names a ``query_id`` an ``error`` answer is produced too.
-Retrieval or generation failures produce an ``error`` answer; the agent keeps consuming.
+Retrieval or generation failures produce an ``error`` answer; the agent keeps consuming. A query
+whose answer events cannot be published at all goes to ``dlq`` (``processing``). When the
+dead-letter topic itself cannot be written, ``handle`` raises DeadLetterError: the query must not
+be acknowledged (the worker stops; it is redelivered).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from components.prompts import PROMPT_V1, build_messages, fit_hits
 from config.settings import Settings
 from schemas import AnswerEvent, Citation, Query, Retrieved, Timings, Usage
 from streams.codec import DecodeError, decode
-from streams.dlq import DeadLetters
+from streams.dlq import DeadLetterError, DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
 from streams.topics import ANSWERS
@@ -78,17 +86,33 @@ class Answerer:
         publish); every answer event carries that trace's context.
         """
         with consumer_span(_tracer, record, self.settings.group_id):
-            return await self._handle(record)
+            try:
+                return await self._handle(record)
+            except DeadLetterError:
+                raise
+            except Exception as exc:  # boundary: no answer could be published; the record goes to dlq
+                log.exception("query at %s[%d]@%d failed", record.topic, record.partition, record.offset)
+                await self.dead_letters.send(record, "processing",
+                                             f"answering failed: {type(exc).__name__}: {exc}")
+                return None
+
+    def _check_limits(self, query: Query) -> None:
+        """Raise DecodeError (``oversized``) for a query over a configured limit."""
+        s = self.settings
+        for count, unit, limit, setting in (
+            (len(query.text), "characters of text", s.max_query_chars, "max_query_chars"),
+            (len(query.groups), "groups", s.max_query_groups, "max_query_groups"),
+            (len(query.history), "history turns", s.max_history_turns, "max_history_turns"),
+        ):
+            if count > limit:
+                raise DecodeError("oversized", f"the query has {count:,} {unit}, above the maximum of {limit:,} "
+                                  f"({setting})", partial={"query_id": query.query_id})
 
     async def _handle(self, record: RawRecord) -> AnswerEvent | None:
         received = time.time()
         try:
             query = decode(Query, record.value, max_bytes=self.settings.max_query_chars * 4 + 256 * 1024, origin=record)
-            if len(query.text) > self.settings.max_query_chars:
-                raise DecodeError(
-                    "oversized", f"query text is {len(query.text):,} characters, above the maximum of "
-                    f"{self.settings.max_query_chars:,}", partial={"query_id": query.query_id},
-                )
+            self._check_limits(query)
         except DecodeError as exc:
             await self.dead_letters.send(record, exc.error_type, exc.reason)
             query_id = (exc.partial or {}).get("query_id")
@@ -98,13 +122,21 @@ class Answerer:
         sent = _Sent()
         span = trace.get_current_span()
         span.set_attribute("eddy.query_id", query.query_id)
+        deadline = asyncio.timeout(self.settings.query_deadline_s)
         try:
-            return await self._answer(query, received, sent)
-        except Exception as exc:  # noqa: BLE001 - boundary: every query gets exactly one terminal event
-            log.exception("query %s failed", query.query_id)
+            async with deadline:
+                return await self._answer(query, received, sent)
+        except Exception as exc:  # boundary: every query gets exactly one terminal event
+            reason = f"{type(exc).__name__}: {exc}"
+            if deadline.expired():
+                reason = (f"deadline exceeded: no answer within {self.settings.query_deadline_s:g} s "
+                          "(query_deadline_s); the generation was stopped")
+                log.warning("query %s: %s", query.query_id, reason)
+            else:
+                log.exception("query %s failed", query.query_id)
             span.record_exception(exc)
-            span.set_status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
-            return await self._error(query.query_id, sent.deltas, f"{type(exc).__name__}: {exc}")
+            span.set_status(trace.StatusCode.ERROR, reason)
+            return await self._error(query.query_id, sent.deltas, reason)
 
     async def _error(self, query_id: str, seq: int, reason: str) -> AnswerEvent:
         event = AnswerEvent(query_id=query_id, kind="error", seq=seq, error=reason,

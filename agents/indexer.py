@@ -13,10 +13,15 @@ written last, so a crash at any point leaves a state that the redelivery complet
 Changes older than the newest applied version of their document are ignored (``stale``);
 within a batch only the newest version of a document is applied (the others ``superseded``).
 
-Failures: undecodable or invalid records (malformed JSON, schema, unknown op, oversized,
-empty document) go to ``dlq`` with the reason and the batch goes on. Vector-store outages
-(RetryableError) are retried with backoff without acknowledging the batch. A record whose
-processing fails permanently goes to ``dlq``.
+Failures, one record at a time: undecodable or invalid records (malformed JSON, schema, unknown
+op, oversized, empty document, a reserved collection name) go to ``dlq`` with the reason and the
+batch goes on. Vector-store outages (RetryableError) are retried with backoff without
+acknowledging the batch. A change whose collection cannot be opened or created (past
+``max_collections``: ``collection_limit``; another embedder or chunker) goes to ``dlq``, and so
+does a record whose processing fails in any other way (``processing``, the exception type in the
+reason): a failed batch is redone one change at a time, so the others are applied. When the
+dead-letter topic itself cannot be written, ``handle_batch`` raises DeadLetterError and
+acknowledges nothing (the worker stops; the batch is redelivered).
 
 Tracing: the indexer batches many changes, each with its own trace (its ``traceparent``
 header, set where it was published). So that each change stays ONE trace from publish to its
@@ -50,11 +55,12 @@ from components.base import (
     StoredChunk,
     VectorStore,
 )
+from components.base import PermanentError
 from components.collection_registry import Collections
 from config.settings import Settings
 from schemas import DocumentChange, IndexEvent
 from streams.codec import DecodeError, decode
-from streams.dlq import DeadLetters
+from streams.dlq import DeadLetterError, DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
 from streams.topics import INDEX_EVENTS
@@ -107,6 +113,22 @@ class Indexer:
 
     # ------------------------------------------------------------------ decoding
     async def _decode(self, record: RawRecord) -> DocumentChange | None:
+        """The record's change, or None when it went to ``dlq`` (for any reason but DeadLetterError)."""
+        try:
+            return await self._decode_or_dead_letter(record)
+        except DeadLetterError:
+            raise
+        except Exception as exc:  # boundary: one record's failure is that record's alone
+            log.exception("decoding %s[%d]@%d failed", record.topic, record.partition, record.offset)
+            await self._fail(record, exc, "decoding")
+            return None
+
+    async def _fail(self, record: RawRecord, exc: Exception, what: str) -> None:
+        error_type = getattr(exc, "error_type", None)
+        await self.dead_letters.send(record, error_type if isinstance(error_type, str) else "processing",
+                                     f"{what} failed: {type(exc).__name__}: {exc}")
+
+    async def _decode_or_dead_letter(self, record: RawRecord) -> DocumentChange | None:
         limit = self.settings.max_document_bytes
         try:
             change = decode(DocumentChange, record.value, max_bytes=limit + _ENVELOPE_BYTES, origin=record)
@@ -152,10 +174,12 @@ class Indexer:
             return []
         try:
             return await self._apply(decoded)
-        except Exception as exc:  # noqa: BLE001 - boundary: a batch is never acknowledged half-done
+        except DeadLetterError:
+            raise
+        except Exception as exc:  # boundary: a batch is never acknowledged half-done
             if len(decoded) == 1:
                 log.exception("indexing %s failed", decoded[0][1].doc_id)
-                await self.dead_letters.send(decoded[0][0], "processing", f"indexing failed: {type(exc).__name__}: {exc}")
+                await self._fail(decoded[0][0], exc, "indexing")
                 return []
             # Effects are idempotent: redo the batch one change at a time so one bad document
             # lands in the DLQ alone.
@@ -183,7 +207,14 @@ class Indexer:
         for item in newest.values():
             by_collection.setdefault(item[1].collection, []).append(item)
         for name, items in by_collection.items():
-            store = await call_blocking(partial(self.collections.get, name, create=True), what=f"open collection {name}")
+            try:
+                store = await call_blocking(partial(self.collections.get, name, create=True),
+                                            what=f"open collection {name}")
+            except PermanentError as exc:  # refused (limit, reserved name) or unusable: its changes alone
+                log.warning("collection %s refused for %d changes: %s", name, len(items), exc)
+                for record, _ in items:
+                    await self._fail(record, exc, f"opening collection {name}")
+                continue
             for group in await self._prepare(store, items, events):
                 done = await self._write(store, group)
                 await self._publish(done)

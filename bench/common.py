@@ -10,9 +10,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from components.milvus_admin import drop_collection
+from components.stats import percentile
 from config.settings import Settings
 from eddy.stack import Stack
 from streams.admin import admin_client, ensure_topics
@@ -20,12 +19,8 @@ from streams.client import EddyClient
 from streams.topics import CATALOGUE
 
 
-def pct(values, q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
 def summary(values, unit: str = "ms") -> str:
-    return (f"p50 {pct(values, 50):.1f} {unit}, p99 {pct(values, 99):.1f} {unit}, "
+    return (f"p50 {percentile(values, 50):.1f} {unit}, p99 {percentile(values, 99):.1f} {unit}, "
             f"mean {statistics.fmean(values):.1f} {unit}, max {max(values):.1f} {unit} (n={len(values)})")
 
 
@@ -68,14 +63,3 @@ def bench_stack(name: str, agents: tuple[str, ...], **overrides: object) -> Iter
         for future in admin_client(settings).delete_topics(topics).values():
             with contextlib.suppress(Exception):
                 future.result()
-
-
-def publish_wait(client: EddyClient, changes, timeout_s: float = 600.0):
-    """Publish changes, wait for their IndexEvents; returns (events, seconds from first publish to last event)."""
-    start = client.end_offsets("index.events")
-    t0 = time.perf_counter()
-    for change in changes:
-        client.publish_change(change)
-    client.flush()
-    events = client.wait_indexed([str(c.event_id) for c in changes], start, timeout_s=timeout_s)
-    return events, time.perf_counter() - t0

@@ -36,9 +36,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import pct, summary
+from bench.common import summary
 from components.base import Conversation
 from components.scrubbing import PresidioScrubber
+from components.stats import percentile
 
 FILLER = [
     "How do I copy a file and keep its permissions?",
@@ -239,7 +240,7 @@ def speed(scrubber: PresidioScrubber, samples: list[Sample], latency_n: int) -> 
         scrubber.scrub_batch([conv])
         latencies.append((time.perf_counter() - t) * 1000)
     print(f"per-record latency (one conversation per call): {summary(latencies)}")
-    print(f"  p50 {pct(latencies, 50):.1f} ms vs target 25 ms")
+    print(f"  p50 {percentile(latencies, 50):.1f} ms vs target 25 ms")
 
 
 def curator_throughput(scrubber: PresidioScrubber, samples: list[Sample]) -> None:
@@ -283,7 +284,7 @@ def technical_false_positives(scrubber: PresidioScrubber) -> None:
     numbers, product names). Everything found there is a false positive, bar the few real
     names and e-mail addresses the documentation credits."""
     from config.settings import Settings
-    from eddy.python_docs import ensure_python_docs
+    from pipelines.python_docs import ensure_python_docs
 
     sources = ensure_python_docs(Settings().home / "data")
     paragraphs = [p for d in ("faq", "tutorial") for f in sorted((sources / d).glob("*.rst.txt"))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.common import bench_stack, publish_wait, summary
+from bench.common import bench_stack, summary
+from pipelines.ingest import ingest_source
 from schemas import DocumentChange
 
 SECTIONS = 6
@@ -34,9 +35,9 @@ def main() -> None:
     with bench_stack("freshness", ("indexer",)) as (settings, stack, client):
         revisions = {d: {} for d in range(args.docs)}
         version = 1
-        publish_wait(client, [DocumentChange(op="upsert", doc_id=f"fresh-{d}", version=version,
-                                             text=doc_text(d, {}), content_type="text/x-rst")
-                              for d in range(args.docs)])
+        ingest_source(client, [DocumentChange(op="upsert", doc_id=f"fresh-{d}", version=version,
+                                              text=doc_text(d, {}), content_type="text/x-rst")
+                               for d in range(args.docs)], timeout_s=600)
         start = client.end_offsets("index.events")
         sent = []
         interval = 1.0 / args.rate

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import bench_stack, publish_wait
+from bench.common import bench_stack
 from components.chunking import StructureChunker
-from eddy.ingest import python_docs_files, read_text
-from eddy.python_docs import ensure_python_docs
 from config.settings import Settings
-from schemas import DocumentChange
+from pipelines.ingest import ingest_source, python_docs_files, read_text
+from pipelines.python_docs import ensure_python_docs
+from schemas import DocumentChange, IndexEvent
 
 
 def main() -> None:
@@ -36,8 +36,14 @@ def main() -> None:
     def ids(doc_id: str, body: str) -> set[str]:
         return {c.chunk_id for c in chunker.chunk(doc_id, body, "text/x-rst", f.title)}
 
+    def index(client, doc_id: str, version: int, body: str) -> tuple[IndexEvent, float]:
+        """The IndexEvent of one upsert and the seconds from its publish to that event."""
+        result = ingest_source(client, [change(doc_id, version, body)], timeout_s=600)
+        [event] = result.indexed
+        return event, result.seconds
+
     with bench_stack("incremental", ("indexer",)) as (settings, stack, client):
-        [first], t_first = publish_wait(client, [change(f.doc_id, 1, text)])
+        first, t_first = index(client, f.doc_id, 1, text)
         print(f"{f.doc_id}: {first.chunks_total} chunks, first index {t_first:.2f} s")
         marker = "Truth Value Testing"  # a section in the middle of library/stdtypes
         anchor = text.find(marker) if marker in text else len(text) // 2
@@ -47,8 +53,8 @@ def main() -> None:
             para_end = text.find("\n\n", anchor + 200)
             edited = text[:para_end] + f" Edited sentence number {i} for the benchmark." + text[para_end:]
             changed = len(ids(f.doc_id, edited) - ids(f.doc_id, previous))
-            [ev], t_edit = publish_wait(client, [change(f.doc_id, 2 + i, edited)])
-            [full], t_full = publish_wait(client, [change(f"{f.doc_id}#copy{i}", 1, edited)])
+            ev, t_edit = index(client, f.doc_id, 2 + i, edited)
+            full, t_full = index(client, f"{f.doc_id}#copy{i}", 1, edited)
             print(f"edit {i}: changed chunks {changed}, embedded {ev.chunks_embedded}, deleted {ev.chunks_deleted}; "
                   f"edit {t_edit * 1e3:.0f} ms vs full re-index {t_full * 1e3:.0f} ms ({full.chunks_embedded} chunks)")
             assert ev.chunks_embedded == changed, "the indexer must embed exactly the changed chunks"

@@ -17,11 +17,11 @@ import argparse
 import asyncio
 import time
 
-from bench.common import bench_stack, peak_rss_mb, publish_wait, summary
+from bench.common import bench_stack, peak_rss_mb, summary
 from components.parsing import parse_sections
-from eddy.ingest import python_docs_files, read_text
-from eddy.python_docs import ensure_python_docs
 from config.settings import Settings
+from pipelines.ingest import ingest_source, python_docs_files, read_text
+from pipelines.python_docs import ensure_python_docs
 from schemas import DocumentChange
 
 
@@ -55,8 +55,9 @@ def main() -> None:
     files = [f for f in python_docs_files(ensure_python_docs(base.home / "data")) if ":faq/" in f.doc_id]
     questions = faq_questions(files)[: args.queries]
     with bench_stack("query", ("indexer", "answerer")) as (settings, stack, client):
-        publish_wait(client, [DocumentChange(op="upsert", doc_id=f.doc_id, version=1, title=f.title, uri=f.uri,
-                                             text=read_text(f.path), content_type=f.content_type) for f in files])
+        ingest_source(client, [DocumentChange(op="upsert", doc_id=f.doc_id, version=1, title=f.title, uri=f.uri,
+                                              text=read_text(f.path), content_type=f.content_type) for f in files],
+                      timeout_s=600)
         asyncio.run(ask_one(client, "warm-up: what is Python?", 4))
         ttft, total, overhead, retrieve, tps, queue, inside, back = [], [], [], [], [], [], [], []
         for q in questions:

@@ -19,11 +19,12 @@ import argparse
 import asyncio
 import statistics
 
-from bench.common import bench_stack, pct, publish_wait, summary
+from bench.common import bench_stack, summary
 from bench.query_path import ask_one, faq_questions
-from eddy.ingest import python_docs_files, read_text
-from eddy.python_docs import ensure_python_docs
+from components.stats import percentile
 from config.settings import Settings
+from pipelines.ingest import ingest_source, python_docs_files, read_text
+from pipelines.python_docs import ensure_python_docs
 from schemas import DocumentChange
 
 
@@ -36,9 +37,9 @@ def measure(clients: dict[str, object], changes: list[DocumentChange], questions
     for i in range(rounds):
         part = changes[i * size:(i + 1) * size]
         for mode in (list(clients) if i % 2 == 0 else list(reversed(clients))):
-            events, seconds = publish_wait(clients[mode], part)
-            out[mode]["embedded"] += sum(e.chunks_embedded for e in events)
-            out[mode]["seconds"] += seconds
+            result = ingest_source(clients[mode], part, timeout_s=600)
+            out[mode]["embedded"] += sum(e.chunks_embedded for e in result.indexed)
+            out[mode]["seconds"] += result.seconds
     for client in clients.values():
         asyncio.run(ask_one(client, "warm-up: what is Python?", 4))
     for i, question in enumerate(questions):
@@ -79,7 +80,7 @@ def main() -> None:
     cost = 1 - on["rate"] / off["rate"]
     print(f"throughput cost of tracing: {cost * 100:+.1f} % (target <= 5 %)")
     paired = [a - b for a, b in zip(on["ttft"], off["ttft"], strict=True)]  # same question, back to back
-    print(f"TTFT cost of tracing: p50 {pct(on['ttft'], 50) - pct(off['ttft'], 50):+.2f} ms, "
+    print(f"TTFT cost of tracing: p50 {percentile(on['ttft'], 50) - percentile(off['ttft'], 50):+.2f} ms, "
           f"mean {statistics.fmean(on['ttft']) - statistics.fmean(off['ttft']):+.2f} ms, "
           f"median of the paired differences {statistics.median(paired):+.2f} ms (target <= 5 ms)")
     print(f"trace records (OTLP batches) written by the traced worker: {records}")

@@ -1,5 +1,6 @@
-"""What agents and pipelines call: chunking, embedding, vector store, generation, prompts.
+"""What agents, pipelines and the worker call: parsing, chunking, embedding, packaged models, vector
+stores, reranking, generation, prompts, PII scrubbing, curation rules, monitor figures, statistics.
 
-Each capability is a Protocol in :mod:`components.base` with real implementations and a
-deterministic fake beside them. Constructors are cheap; models load in ``start()``.
+Each role is a Protocol in :mod:`components.base` with real implementations and a deterministic
+fake beside them. Constructors are cheap; models load in ``start()``.
 """

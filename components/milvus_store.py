@@ -143,9 +143,15 @@ class MilvusVectorStore:
         return {"embedder": self.embedder_id, "dim": str(self.dim), "chunker": self.chunker_id}
 
     def exists(self) -> bool:
-        """Whether the chunk collection exists (connects; creates nothing)."""
+        """Whether the collection exists, chunks and document states (connects; creates nothing)."""
         client = self.connect()
-        return bool(self._call("check collection", client.has_collection, self.collection))
+        return all(self._call("check collection", client.has_collection, n) for n in (self.collection,
+                                                                                       self.docs_collection))
+
+    def list_collections(self) -> list[str]:
+        """Names of the Eddy collections on the server: chunk collections beside their ``_docs`` companion."""
+        names = set(self._call("list collections", self.connect().list_collections))
+        return sorted(n for n in names if n + DOCS_SUFFIX in names)
 
     def start(self) -> None:
         """Connect, create both collections if missing, check their configuration and load them.
@@ -154,8 +160,13 @@ class MilvusVectorStore:
         chunker) when the collection was built otherwise; RetryableError when unreachable.
         """
         client = self.connect()
+        has_docs = self._call("check collection", client.has_collection, self.docs_collection)
+        if has_docs and any(f.get("name") == "chunk_id" for f in self._call(
+                "describe collection", client.describe_collection, self.docs_collection).get("fields", [])):
+            raise PermanentError(f"collection {self.docs_collection!r} holds chunks, not the document states of "
+                                 f"{self.collection!r} (names ending in _docs are reserved): use another name")
         if not self._call("check collection", client.has_collection, self.collection):
-            if self._call("check collection", client.has_collection, self.docs_collection):
+            if has_docs:  # a drop interrupted between the two collections
                 log.warning("%s exists without %s; dropping the orphaned document states",
                             self.docs_collection, self.collection)
                 self._call("drop collection", client.drop_collection, self.docs_collection)

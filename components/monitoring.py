@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from components.stats import percentile
 from config.settings import Settings
 from schemas import Alert, AlertRule, AnswerEvent, DeadLetter, Feedback, IndexEvent, ModelPrice
 
@@ -70,7 +70,7 @@ class Window:
 
     def percentile(self, now: float, q: float) -> float | None:
         values = self.values(now)
-        return float(np.percentile(values, q)) if values else None
+        return percentile(values, q) if values else None
 
 
 def ks_statistic(reference: Iterable[float], recent: Iterable[float]) -> float:
@@ -367,8 +367,8 @@ class MonitorState:
             durations = window.values(now)
             if durations:
                 steps.append({"agent": agent, "step": step, "count": len(durations),
-                              "p50_ms": round(float(np.percentile(durations, 50)), 3),
-                              "p95_ms": round(float(np.percentile(durations, 95)), 3)})
+                              "p50_ms": round(percentile(durations, 50), 3),
+                              "p95_ms": round(percentile(durations, 95), 3)})
         traces = []
         for trace_id, entry in reversed(self.traces.items()):
             spans = sorted(entry.spans.values(), key=lambda s: s["start_ns"])

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
 
     # --- indexing ------------------------------------------------------------------------
     collection: str = Field("eddy_chunks", description="Milvus collection of chunks")
+    max_collections: int = Field(
+        256, ge=1, description="most Eddy collections (the default one included) on the Milvus server; a change "
+        "naming a new collection past it goes to the dead-letter topic (collection_limit), count of collections",
+    )
     embedder_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model id or local path")
     embedder_dtype: Literal["float32", "bfloat16"] = Field(
         "bfloat16", description="embedder compute type; bf16 is ~1.75x faster on AVX-512 BF16 CPUs (bench.embedder_dtype; cosine >= 0.996 to fp32)"
@@ -69,6 +73,17 @@ class Settings(BaseSettings):
     )
     delta_flush_ms: int = Field(150, ge=0, description="answer text is coalesced into one delta record per this many ms")
     max_query_chars: int = Field(4000, ge=1, description="longer query texts are rejected")
+    max_query_groups: int = Field(
+        256, ge=0, description="queries naming more ACL groups get an error answer (each group is a search filter "
+        "term), groups",
+    )
+    max_history_turns: int = Field(
+        50, ge=0, description="queries carrying more history turns get an error answer, turns"
+    )
+    query_deadline_s: float = Field(
+        120.0, gt=0, description="longest time from picking a query up to its final answer, seconds; past it the "
+        "generation stops, its slot is freed and the answer ends with an error",
+    )
 
     # --- observability -----------------------------------------------------------------------
     log_level: str = Field("INFO", description="worker log level")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -92,9 +91,15 @@ def down(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, agents: str) -> None:
     """Run a worker in the foreground (what `eddy up` starts in the background)."""
+    from eddy.telemetry import configure_tracing
     from worker.main import run_worker
 
-    run_worker(_settings(ctx), _agents(agents))
+    settings, hosted = _settings(ctx), _agents(agents)
+    tracing = configure_tracing(settings, "eddy-worker", **{"eddy.agents": ",".join(hosted)})
+    try:
+        run_worker(settings, hosted, exporter_stats=tracing.exporter.stats if tracing.exporter is not None else None)
+    finally:
+        tracing.shutdown()
 
 
 @cli.command()
@@ -159,38 +164,20 @@ def _collection(_ctx: click.Context, param: click.Parameter, value: str | None) 
 def ingest(ctx: click.Context, paths: tuple[Path, ...], source: str, acl: str, python_docs: bool,
            collection: str | None, wait: bool, as_json: bool) -> None:
     """Publish files under PATHS as document upserts (.rst, .rst.txt, .md, .txt, .html)."""
-    from eddy.render import bars, print_ingest, print_skipped
+    from eddy.jobs import run_ingest
     from eddy.telemetry import configure_tracing
-    from pipelines.ingest import collect_files, ingest_files, python_docs_files
 
-    settings = _settings(ctx)
     if python_docs == bool(paths):
         raise click.UsageError("give PATHS or --python-docs (not both)")
-    problems: list[str] = []
-    if python_docs:
-        from pipelines.python_docs import ensure_python_docs
-
-        with console.status("fetching Debian's python3.11-doc (apt-get download + dpkg-deb -x)…"):
-            files = python_docs_files(ensure_python_docs(settings.home / "data"))
-        source = "python-docs"
-    else:
-        files, problems = collect_files(list(paths), source)
-        for problem in problems:
-            err.print(f"[red]error[/red] {problem}")
-    groups = tuple(g.strip() for g in acl.split(",") if g.strip())
+    settings = _settings(ctx)
     tracing = configure_tracing(settings, "eddy-cli")  # each change's trace starts at its publish
     try:
-        with bars() as progress:
-            result = ingest_files(settings, files, source=source, acl=groups, collection=collection, wait=wait,
-                                  progress=progress, on_skipped=print_skipped)
+        code = run_ingest(settings, list(paths), source=source, python_docs=python_docs,
+                          acl=tuple(g.strip() for g in acl.split(",") if g.strip()), collection=collection,
+                          wait=wait, as_json=as_json)
     finally:
         tracing.shutdown()
-    if as_json:
-        click.echo(json.dumps(result.totals()))
-    else:
-        print_ingest(result.totals(), waited=wait)
-    if problems or result.skipped:
-        sys.exit(1)
+    sys.exit(code)
 
 
 # ------------------------------------------------------------------------------ ask
@@ -221,7 +208,7 @@ def ask(ctx: click.Context, question: str, user: str, groups: str, top_k: int | 
     stream = client.ask(question, user_id=user, groups=[g for g in groups.split(",") if g],
                         top_k=top_k, max_tokens=max_tokens, collection=collection, timeout_s=timeout_s)
     try:
-        final = asyncio.run(print_answer_stream(stream, as_json))
+        final = print_answer_stream(stream, as_json)
     except EddyClientError as exc:
         err.print(f"[red]{exc}[/red]")
         sys.exit(1)
@@ -245,8 +232,8 @@ def schemas() -> None:
 def schemas_export(ctx: click.Context, directory: Path) -> None:
     """Write one JSON Schema per event type and the AsyncAPI document of the topics into DIRECTORY."""
     from schemas.export import export_json_schemas
-    from streams.topics import event_models
     from streams.asyncapi import asyncapi_document
+    from streams.topics import event_models
 
     for path in export_json_schemas(directory, event_models()):
         console.print(str(path))
@@ -272,12 +259,10 @@ def datasets_build(ctx: click.Context, name: str, out_dir: Path) -> None:
     python-faq: every section of Debian's python3.11-doc is a document; the Python FAQ's questions
     are the queries, each relevant to its own answer section (whose text is the reference answer).
     """
+    from eddy.jobs import fetch_python_docs
     from pipelines.datasets import build_python_faq, write_dataset
-    from pipelines.python_docs import ensure_python_docs
 
-    settings = _settings(ctx)
-    with console.status("fetching Debian's python3.11-doc (apt-get download + dpkg-deb -x)…"):
-        sources = ensure_python_docs(settings.home / "data")
+    sources = fetch_python_docs(_settings(ctx))
     with console.status("splitting the documentation into sections…"):
         faq = build_python_faq(sources)
         write_dataset(out_dir, faq.corpus, faq.queries, faq.qrels, faq.answers)
@@ -293,27 +278,17 @@ def datasets_build(ctx: click.Context, name: str, out_dir: Path) -> None:
 def datasets_export(ctx: click.Context, name: str, out_dir: Path, as_json: bool) -> None:
     """Snapshot the vetted dataset NAME (topic datasets.NAME) into OUT_DIR/NAME-<hash>/: records.jsonl
     and manifest.json (content hash, record counts, time range, scrubber and filter versions)."""
+    from eddy.render import counting, print_snapshot
     from pipelines.snapshot import export_snapshot
     from streams.client import EddyClient
 
     client = EddyClient.from_settings(_settings(ctx))
-    with console.status(f"reading {client.topic('datasets.' + name)}…") as status:
-        count = 0
-
-        def tick() -> None:
-            nonlocal count
-            count += 1
-            if count % 500 == 0:
-                status.update(f"reading {client.topic('datasets.' + name)}… {count:,} records")
-
+    with counting(f"reading {client.topic('datasets.' + name)}") as tick:
         snapshot = export_snapshot(client, name, out_dir, on_record=tick)
-    m = snapshot.manifest
     if as_json:
-        click.echo(json.dumps(m, indent=2))
-        return
-    console.print(f"{m['version']}: {m['records']:,} records {m['ratings']} -> {snapshot.path}")
-    console.print(f"[dim]sha256 {m['content_sha256']} · feedback {m['time_range']['first_feedback_at']} … "
-                  f"{m['time_range']['last_feedback_at']}[/dim]")
+        click.echo(json.dumps(snapshot.manifest, indent=2))
+    else:
+        print_snapshot(snapshot.manifest, snapshot.path)
 
 
 # ------------------------------------------------------------------------------ feedback
@@ -376,35 +351,14 @@ def eval_(ctx: click.Context, dataset_dir: Path, collection: str | None, limit: 
     query through queries/answers. Writes report.json, report.md and plots to a new directory under
     --out and compares with the previous report there. Starts the embedded stack if it is not up.
     """
-    from eddy.render import bars, print_eval
-    from eddy.stack import Stack
-    from pipelines.datasets import DatasetError, load_dataset
-    from pipelines.evaluate import EvalConfig, check_config, run_eval
-    from pipelines.judge import build_judge
+    from eddy.jobs import run_evaluation
+    from pipelines.evaluate import EvalConfig
 
     settings = _settings(ctx)
     config = EvalConfig(out=out_root or settings.home / "eval", collection=collection, limit=limit, answers=answers,
                         depth=depth, seed=seed, max_tokens=max_tokens, concurrency=concurrency,
                         idle_timeout_s=timeout_s)
-    try:
-        dataset = load_dataset(dataset_dir)
-        check_config(dataset, config)
-    except DatasetError as exc:
-        err.print(f"[red]eddy eval: invalid dataset:[/red] {escape(str(exc))}")
-        sys.exit(2)
-    with console.status("starting the stack (if it is not up)…"):
-        Stack(settings).up()
-    grader = None
-    if answers and judge:
-        with console.status(f"loading the judge {settings.judge_model}…"):
-            grader = build_judge(settings)
-    try:
-        with bars() as progress:
-            report, run_dir, table = run_eval(settings, dataset, config, grader, progress)
-    except DatasetError as exc:
-        err.print(f"[red]eddy eval: invalid dataset:[/red] {escape(str(exc))}")
-        sys.exit(2)
-    print_eval(dataset.name, report, run_dir, table)
+    sys.exit(run_evaluation(settings, dataset_dir, config, judge))
 
 
 # ------------------------------------------------------------------------------ dashboard
@@ -448,9 +402,8 @@ def main() -> None:
     from confluent_kafka import KafkaException
 
     from components.base import ComponentError
-    from streams.client import EddyClientError
-
     from pipelines.python_docs import CorpusError
+    from streams.client import EddyClientError
 
     try:
         cli(prog_name="eddy")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from rich.table import Table
@@ -62,7 +61,7 @@ def run_demo(settings: Settings, questions: int) -> int:
     for question in FAQ_QUESTIONS[:questions]:
         console.rule(f"[bold]{question}")
         try:
-            final = asyncio.run(print_answer_stream(client.ask(question, timeout_s=600), as_json=False))
+            final = print_answer_stream(client.ask(question, timeout_s=600), as_json=False)
         except EddyClientError as exc:
             err.print(f"[red]{exc}[/red]")
             return 1

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,29 @@ def bars() -> Iterator[Bars]:
         yield Bars(progress)
 
 
+@contextlib.contextmanager
+def counting(label: str, every: int = 500) -> Iterator[Callable[[], None]]:
+    """A spinner ``label…`` for the duration of the block; the callable it yields counts one
+    record, and the spinner shows the count every ``every`` records."""
+    with console.status(f"{label}…") as status:
+        count = 0
+
+        def tick() -> None:
+            nonlocal count
+            count += 1
+            if count % every == 0:
+                status.update(f"{label}… {count:,} records")
+
+        yield tick
+
+
+def print_snapshot(manifest: dict, path: Path) -> None:
+    """`eddy datasets export` for people: version, record counts, directory, content hash and time range."""
+    console.print(f"{manifest['version']}: {manifest['records']:,} records {manifest['ratings']} -> {path}")
+    console.print(f"[dim]sha256 {manifest['content_sha256']} · feedback {manifest['time_range']['first_feedback_at']} "
+                  f"… {manifest['time_range']['last_feedback_at']}[/dim]")
+
+
 def print_skipped(message: str) -> None:
     """One ``skipped`` line on stderr (a document ingest did not publish, and why)."""
     err.print(f"[yellow]skipped[/yellow] {message}")
@@ -65,9 +89,10 @@ def print_ingest(totals: dict, *, waited: bool) -> None:
             f"lag p50 {totals['lag_ms_p50']} ms, p99 {totals['lag_ms_p99']} ms; {totals['seconds']} s")
 
 
-def print_answer_stream(events: AsyncIterator[AnswerEvent], as_json: bool) -> Coroutine[Any, Any, AnswerEvent | None]:
-    """A coroutine consuming an ``EddyClient.ask()`` stream: each event as a JSON line (``as_json``)
-    or the deltas' text as they arrive; returns the terminal event (None if the stream ends without one)."""
+def print_answer_stream(events: AsyncIterator[AnswerEvent], as_json: bool) -> AnswerEvent | None:
+    """Consume an ``EddyClient.ask()`` stream in an event loop of its own: each event as a JSON line
+    (``as_json``) or the deltas' text as they arrive. Returns the terminal event (None if the stream
+    ends without one); raises what the stream raises (EddyClientError: timeout, stack down)."""
 
     async def run() -> AnswerEvent | None:
         terminal = None
@@ -80,7 +105,7 @@ def print_answer_stream(events: AsyncIterator[AnswerEvent], as_json: bool) -> Co
                 terminal = event
         return terminal
 
-    return run()
+    return asyncio.run(run())
 
 
 def render_final(event: AnswerEvent) -> None:

@@ -3,17 +3,18 @@
 Everything goes through the same Kafka path users take:
 
 1. the corpus is published to ``docs.changes`` into the dataset's own collection (source
-   ``eval:<dataset>``; documents no longer in the corpus are deleted) and the run waits for
-   the indexer's IndexEvents — a re-run on unchanged data embeds nothing;
+   ``eval:<dataset>``; documents no longer in the corpus are deleted; :mod:`pipelines.ingest`)
+   and the run waits for the indexer's IndexEvents — a re-run on unchanged data embeds nothing;
 2. every query goes to ``queries`` naming that collection with ``retrieval_depth`` (ranked chunks
    reported on the final answer event) and, with ``--answers``, generation on; the run reads the
    terminal events from ``answers``;
 3. retrieval is scored at the corpus-document level with ranx (:mod:`pipelines.metrics`), answers
    against the reference answers (token F1, ROUGE-L, LLM-as-judge :mod:`pipelines.judge`), with
-   latency and token usage from the final events;
+   latency and token usage from the final events (:mod:`pipelines.scoring`);
 4. the report (``report.json``, ``report.md``, ``metrics.png``, ``latency.png``) is written to a
    new run directory under the output root, atomically (a temporary directory renamed at the
-   end), and compared with the previous report of the same dataset in that root.
+   end), and compared with the previous report of the same dataset in that root
+   (:mod:`pipelines.reports`).
 """
 
 from __future__ import annotations

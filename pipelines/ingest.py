@@ -34,6 +34,8 @@ class IngestError(Exception):
 
 @dataclass(frozen=True)
 class SourceFile:
+    """A file of a source: where it lies, its document id, title, URI and content type."""
+
     path: Path
     doc_id: str
     title: str

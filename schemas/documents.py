@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from schemas.base import Event
 
@@ -12,6 +12,28 @@ ContentType = Literal["text/plain", "text/markdown", "text/x-rst", "text/html"]
 
 #: Milvus collection names: a letter or underscore, then letters, digits, underscores.
 COLLECTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+#: Suffixes of the companion collections Eddy keeps beside a collection (``X_docs``: its document
+#: states; ``<EDDY_COLLECTION>_vetted``: the curator's vetted questions): no name may end with one (any case).
+RESERVED_SUFFIXES = ("_docs", "_vetted")
+
+
+def reserved_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a collection (it ends with a reserved suffix), or None when it can."""
+    for suffix in RESERVED_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return (f"collection name {name!r} ends with {suffix!r}, a suffix reserved for Eddy's companion "
+                    f"collections ({', '.join(RESERVED_SUFFIXES)})")
+    return None
+
+
+def _check_collection(name: str | None) -> str | None:
+    if name is not None and (problem := reserved_name_problem(name)) is not None:
+        raise ValueError(problem)
+    return name
+
+
+#: A collection a change or a query names: :data:`COLLECTION_PATTERN`, no :data:`RESERVED_SUFFIXES`.
+CollectionName = Annotated[str | None, AfterValidator(_check_collection)]
 
 
 class DocumentChange(Event):
@@ -34,8 +56,9 @@ class DocumentChange(Event):
     content_type: ContentType = "text/plain"
     acl: list[str] = Field(default_factory=list, description="groups allowed to read; empty = public")
     metadata: dict[str, str] = Field(default_factory=dict)
-    collection: str | None = Field(
-        None, pattern=COLLECTION_PATTERN, description="target collection; unset = the worker's default collection"
+    collection: CollectionName = Field(
+        None, pattern=COLLECTION_PATTERN, description="target collection; unset = the worker's default collection "
+        "(names ending in _docs or _vetted are reserved)",
     )
 
     def record_key(self) -> str:

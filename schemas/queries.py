@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Event
-from schemas.documents import COLLECTION_PATTERN
+from schemas.documents import COLLECTION_PATTERN, CollectionName
 
 
 class _Part(BaseModel):
@@ -21,8 +21,9 @@ class HistoryTurn(_Part):
 
 class QueryOptions(_Part):
     top_k: int | None = Field(None, ge=1, le=100, description="chunks given to the prompt; default from settings")
-    collection: str | None = Field(
-        None, pattern=COLLECTION_PATTERN, description="collection to search; unset = the worker's default collection"
+    collection: CollectionName = Field(
+        None, pattern=COLLECTION_PATTERN, description="collection to search; unset = the worker's default collection "
+        "(names ending in _docs or _vetted are reserved)",
     )
     retrieval_depth: int | None = Field(
         None, ge=1, le=1000,

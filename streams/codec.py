@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -18,6 +19,10 @@ M = TypeVar("M", bound=BaseModel)
 
 #: Namespace of the event ids derived for records published without one (uuid5 of topic/partition/offset).
 _EVENT_ID_NAMESPACE = uuid.UUID("6f1d3c52-2d0e-4c1b-9a57-0e8d7f1f5a10")
+#: A ``\uD800``-``\uDFFF`` escape: JSON may spell a lone surrogate, which no UTF-8 encoder takes.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+#: Failing fields a schema reason lists before it says how many more there are.
+MAX_REASON_FIELDS = 10
 
 
 class DecodeError(Exception):
@@ -26,6 +31,7 @@ class DecodeError(Exception):
     def __init__(self, error_type: str, reason: str, partial: dict | None = None) -> None:
         super().__init__(reason)
         self.error_type = error_type  # malformed_json | malformed_protobuf | schema | oversized | empty_value
+        # (agents add collection_limit, and processing for a record whose handling failed otherwise)
         self.reason = reason
         self.partial = partial  # the parsed JSON object when it parsed, to salvage ids (e.g. query_id)
 
@@ -37,9 +43,11 @@ def decode(schema: type[M], value: bytes | None, *, max_bytes: int, origin: RawR
     derived from its topic/partition/offset (stable across redeliveries) and one without
     ``occurred_at`` gets the record's Kafka timestamp, so lag figures start at publication.
 
-    Raises DecodeError: ``empty_value`` (no value / tombstone), ``oversized`` (more than
-    ``max_bytes`` bytes), ``malformed_json`` (not UTF-8 JSON or not an object) or ``schema``
-    (the object fails validation; the reason lists each failing field).
+    Raises DecodeError — and nothing else, whatever the bytes: ``empty_value`` (no value /
+    tombstone), ``oversized`` (more than ``max_bytes`` bytes), ``malformed_json`` (not UTF-8 JSON,
+    not an object, nested deeper than Python's recursion limit, or a string holding a lone
+    surrogate such as ``"\\ud83d"``, which no UTF-8 encoder takes) or ``schema`` (the object fails
+    validation; the reason lists the first ``MAX_REASON_FIELDS`` failing fields).
     """
     if not value:
         raise DecodeError("empty_value", "record has no value")
@@ -47,8 +55,15 @@ def decode(schema: type[M], value: bytes | None, *, max_bytes: int, origin: RawR
         raise DecodeError("oversized", f"record is {len(value):,} bytes, above the maximum of {max_bytes:,} bytes")
     try:
         obj = json.loads(value)
+        if _SURROGATE_ESCAPE.search(value):  # only then pay for a second pass over the strings
+            json.dumps(obj, ensure_ascii=False).encode()
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DecodeError("malformed_json", f"value is not UTF-8 JSON: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise DecodeError("malformed_json", f"value holds a lone surrogate {exc.object[exc.start:exc.end]!a} "
+                          "in a string: not Unicode text") from exc
+    except RecursionError as exc:
+        raise DecodeError("malformed_json", "value is JSON nested too deeply") from exc
     if not isinstance(obj, dict):
         raise DecodeError("malformed_json", f"value is JSON {type(obj).__name__}, expected an object")
     if origin is not None:
@@ -60,13 +75,18 @@ def decode(schema: type[M], value: bytes | None, *, max_bytes: int, origin: RawR
         return schema.model_validate(obj)
     except ValidationError as exc:
         raise DecodeError("schema", f"not a valid {schema.__name__}: {describe(exc)}", partial=obj) from exc
+    except RecursionError as exc:
+        raise DecodeError("malformed_json", "value is JSON nested too deeply") from exc
 
 
-def describe(exc: ValidationError) -> str:
-    """One line per failing field, e.g. ``op: Input should be 'upsert' or 'delete' (got 'merge')``."""
+def describe(exc: ValidationError, max_fields: int = MAX_REASON_FIELDS) -> str:
+    """One part per failing field, e.g. ``op: Input should be 'upsert' or 'delete' (got 'merge')``, for the
+    first ``max_fields`` of them, then ``… and N more``."""
     parts = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors[:max_fields]:
         where = ".".join(str(p) for p in err["loc"]) or "(record)"
+        where = f"{where[:80]}…" if len(where) > 80 else where  # an unknown field's name is the producer's
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = ""
@@ -74,6 +94,8 @@ def describe(exc: ValidationError) -> str:
             text = repr(got)
             shown = f" (got {text[:60]}…)" if len(text) > 60 else f" (got {text})"
         parts.append(f"{where}: {msg}{shown}")
+    if len(errors) > max_fields:
+        parts.append(f"… and {len(errors) - max_fields:,} more")
     return "; ".join(parts)
 
 

@@ -128,7 +128,7 @@ def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     A test links ``settings.home / "data"`` to it; ``ensure_python_docs`` then finds the sources there.
     """
-    from eddy.python_docs import ensure_python_docs
+    from pipelines.python_docs import ensure_python_docs
 
     data = tmp_path_factory.mktemp("data")
     ensure_python_docs(data)

@@ -245,9 +245,9 @@ class VectorStoreContract:
 
     def test_wrong_vector_dimension_is_permanent(self, make_store):
         store = make_store()
-        with pytest.raises(PermanentError):
+        with pytest.raises(PermanentError, match=f"has a {DIM + 1}-d vector, the collection holds {DIM}-d vectors"):
             store.upsert_chunks([record("d", 0, np.ones(DIM + 1, dtype=np.float32))])
-        with pytest.raises(PermanentError):
+        with pytest.raises(PermanentError, match=rf"query vectors have shape \(1, {DIM + 1}\), expected \(q, {DIM}\)"):
             store.search(np.ones((1, DIM + 1), dtype=np.float32), 3, [])
 
     def test_info_and_reopen_keeps_data(self, make_store, collection_name):

@@ -44,7 +44,9 @@ def build_components(settings: Settings, *, agents: Sequence[str]) -> Components
         return MilvusVectorStore(settings.milvus_address, name, index_embedder.dim, index_embedder.model_id,
                                  chunker.config_id)
 
-    collections = Collections(open_store(settings.collection), open_store)
+    default = open_store(settings.collection)
+    collections = Collections(default, open_store, max_collections=settings.max_collections,
+                              list_existing=default.list_collections)
     generator = build_generator(settings.generator, settings.home / "models") if "answerer" in agents else None
     return Components(chunker, index_embedder, query_embedder, collections, KeepOrder(), generator)
 

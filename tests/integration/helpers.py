@@ -13,6 +13,7 @@ from components.embedding import embedder_id
 from components.milvus_store import MilvusVectorStore
 from config.settings import MAX_RECORD_BYTES, Settings
 from infra.process import poll_until
+from pipelines.ingest import ingest_source
 from schemas import DocumentChange
 
 
@@ -29,11 +30,7 @@ def section_doc(doc_id: str, sections: int, salt: str = "") -> str:
 
 def publish_and_wait(client, changes, timeout_s: float = 180.0) -> list:
     """Publish DocumentChanges and return their IndexEvents once every one is indexed."""
-    start = client.end_offsets("index.events")
-    for change in changes:
-        client.publish_change(change)
-    client.flush()
-    return client.wait_indexed([str(c.event_id) for c in changes], start, timeout_s=timeout_s)
+    return ingest_source(client, changes, timeout_s=timeout_s).indexed
 
 
 def read_topic(settings: Settings, name: str, *, min_count: int | None = None, timeout_s: float = 30.0) -> list:

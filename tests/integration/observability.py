@@ -25,6 +25,12 @@ class SpanRecord:
     attributes: dict
     start_ns: int
     end_ns: int
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each linked span
+    events: tuple[tuple[str, dict], ...] = ()  # (name, attributes) of each span event
+
+
+def _attributes(key_values) -> dict:
+    return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in key_values}
 
 
 def decode_spans(key: bytes, value: bytes) -> list[SpanRecord]:
@@ -36,10 +42,11 @@ def decode_spans(key: bytes, value: bytes) -> list[SpanRecord]:
         service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
         for ss in rs.scope_spans:
             for span in ss.spans:
-                attrs = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
                 out.append(SpanRecord(key.decode(), service, ss.scope.name, span.trace_id.hex(), span.span_id.hex(),
-                                      span.parent_span_id.hex() or None, span.name, span.kind, attrs,
-                                      span.start_time_unix_nano, span.end_time_unix_nano))
+                                      span.parent_span_id.hex() or None, span.name, span.kind,
+                                      _attributes(span.attributes), span.start_time_unix_nano, span.end_time_unix_nano,
+                                      tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+                                      tuple((e.name, _attributes(e.attributes)) for e in span.events)))
     return out
 
 

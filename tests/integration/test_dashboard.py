@@ -115,7 +115,11 @@ def test_dashboard_shows_the_live_numbers_in_chromium(obs_settings, client, dash
                     f"{state['totals']['feedback_down']}")
 
         assert poll_until(settled, timeout_s=60, interval_s=0.5), f"never settled: {monitor_state(s)['totals']}"
-        page.wait_for_timeout(1500)  # one more poll of the page after the last history sample
+        # the charts follow the history samples: wait until the token chart's last point is the final total
+        page.wait_for_function("""(expected) => {
+            const data = (document.getElementById("chart-tokens") || {}).data;
+            return Boolean(data && data[0] && data[0].y.length) && data[0].y.at(-1) === expected;
+        }""", arg=monitor_state(s)["totals"]["input_tokens"], timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         state = monitor_state(s)
         figures, totals = state["figures"], state["totals"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -100,25 +99,37 @@ async def test_prompt_longer_than_context_is_permanent(gen):
 
 async def test_concurrent_streams_keep_the_loop_responsive(gen):
     solo, _ = await run(gen)
-    gaps: list[float] = []
+    order: list[str] = []  # "tick" (the loop ran another task), "a" / "b" (a piece of that stream)
+    both_generating = 0  # ticks that saw the two generation threads alive at once
     stop = asyncio.Event()
 
     async def ticker():
-        last = time.perf_counter()
+        nonlocal both_generating
         while not stop.is_set():
-            await asyncio.sleep(0.05)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
+            await asyncio.sleep(0.01)
+            order.append("tick")
+            both_generating += len(gen_threads()) == 2
+
+    async def follow(name: str) -> tuple[list[str], GenerationStats]:
+        stats = GenerationStats()
+        pieces = []
+        async for piece in gen.stream(MESSAGES, GenerationParams(max_new_tokens=24), stats):
+            order.append(name)
+            pieces.append(piece)
+        return pieces, stats
 
     tick = asyncio.create_task(ticker())
     try:
-        (a, sa), (b, sb) = await asyncio.gather(run(gen), run(gen))
+        (a, sa), (b, sb) = await asyncio.gather(follow("a"), follow("b"))
     finally:
         stop.set()
         await tick
     assert "".join(a) == "".join(b) == "".join(solo)  # no cross-talk between threads
     assert sa.completion_tokens == sb.completion_tokens > 0
-    assert len(gaps) >= 5
-    assert max(gaps) < 0.5, f"event loop stalled {max(gaps):.2f} s"
+    # Generation runs on threads of its own, both at once, and the loop keeps serving other tasks
+    # between the pieces (a generation on the loop's thread would leave no tick between them).
+    # Counted, not timed: the size of the loop's gaps depends on the machine's load.
+    pieces = [i for i, x in enumerate(order) if x != "tick"]
+    assert both_generating >= 1
+    assert order[pieces[0]:pieces[-1]].count("tick") >= 3, order
     assert gen.active_streams == 0

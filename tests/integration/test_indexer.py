@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
-from schemas import DocumentChange
-from tests.integration.helpers import assert_index_matches, dead_letters, publish_and_wait, read_topic, section_doc
+from infra.process import poll_until
+from schemas import DocumentChange, IndexEvent
+from tests.integration.helpers import (
+    assert_index_matches,
+    dead_letters,
+    publish_and_wait,
+    read_topic,
+    section_doc,
+    wait_consumed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +113,23 @@ def test_bad_records_go_to_dlq_and_the_indexer_keeps_consuming(settings, client,
         assert letter["agent"] == "indexer"
 
 
+def committed_offsets(settings, topic: str) -> dict[int, int]:
+    """The worker group's committed offset per partition of ``topic`` (0 where none yet)."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.group_id,
+                         "enable.auto.commit": False})  # never subscribes: reads the group's offsets only
+    try:
+        full = settings.topic(topic)
+        partitions = consumer.list_topics(full, timeout=10).topics[full].partitions
+        return {tp.partition: max(tp.offset, 0)
+                for tp in consumer.committed([TopicPartition(full, p) for p in partitions], timeout=10)}
+    finally:
+        consumer.close()
+
+
 def test_kill_9_during_a_batch_loses_and_duplicates_nothing(settings, client, stack):
-    """Invariant 3: kill -9 the worker while it indexes, restart, the index equals the newest versions."""
+    """Invariant 3: kill -9 the worker while a batch's IndexEvents are out but its offsets are not
+    committed; the restarted worker processes those changes again (their IndexEvents appear twice),
+    and the index equals the newest versions, with no duplicate or orphan row."""
     stack.settings = settings.model_copy(update={"indexer_batch_max": 8})
     stack.start_worker(("indexer",))
     latest: dict[str, DocumentChange] = {}
@@ -123,10 +148,32 @@ def test_kill_9_during_a_batch_loses_and_duplicates_nothing(settings, client, st
     for change in changes:
         client.publish_change(change)
     client.flush()
-    # Let the worker get part-way through, then kill -9 it mid-stream.
-    seen = read_topic(settings, "index.events", min_count=10, timeout_s=120)
-    assert 10 <= len(seen) < len(changes), "the kill must land mid-way through the changes"
-    stack.stop_worker(kill=True)
-    stack.start_worker(("indexer",))
+    position = {json.loads(m.value())["event_id"]: (m.partition(), m.offset())
+                for m in read_topic(settings, "docs.changes", min_count=len(changes))}
+
+    def in_flight() -> bool:
+        """Some changes' IndexEvents are out, their offsets not committed; changes are left to do."""
+        committed = sum(committed_offsets(settings, "docs.changes").values())
+        return committed < len(read_topic(settings, "index.events")) < len(changes)
+
+    # The IndexEvents of a batch are published before its offsets are committed (every 0.5 s): kill -9
+    # inside that window. A commit can land between the check and the kill: then restart and try again.
+    for _ in range(5):
+        assert poll_until(in_flight, timeout_s=120, interval_s=0.05), "no batch in flight to kill"
+        stack.stop_worker(kill=True)
+        committed = committed_offsets(settings, "docs.changes")  # final: the worker is dead
+        before = [IndexEvent.model_validate_json(m.value()) for m in read_topic(settings, "index.events")]
+        redo = {e.change_id for e in before if position[e.change_id][1] >= committed[position[e.change_id][0]]}
+        stack.start_worker(("indexer",))
+        if redo:
+            break
+    else:
+        raise AssertionError("five kills never caught a batch whose IndexEvents were out and offsets not committed")
+    assert len(before) < len(changes), "the kill must land mid-way through the changes"
+
     client.wait_indexed([str(c.event_id) for c in changes], start, timeout_s=300)
-    assert_index_matches(settings, latest)
+    wait_consumed(settings, ("docs.changes",), timeout_s=300)  # redelivered changes processed again too
+    events = Counter(IndexEvent.model_validate_json(m.value()).change_id for m in read_topic(settings, "index.events"))
+    assert set(events) == {str(c.event_id) for c in changes}  # nothing lost
+    assert {change_id for change_id in redo if events[change_id] < 2} == set(), "not redelivered after the kill"
+    assert_index_matches(settings, latest)  # nothing duplicated in the index

@@ -37,9 +37,12 @@ def test_cli_query_is_one_connected_trace_on_the_traces_topic(obs_settings, obs_
     p = s.topic_prefix
     obs_stack.start_worker(("indexer", "answerer"))
     doc = tmp_path / "copy.md"
-    doc.write_text("# Copying files\n\nUse shutil.copy(src, dst) to copy a file.\n")
+    # Marker words, in no id or name: "marimba" in the passage (so in the prompt, and in the echo
+    # generator's answer), "xylophone" in the question.
+    doc.write_text("# Copying files\n\nMarimba notes: use shutil.copy(src, dst) to copy a file.\n")
     eddy(s, "ingest", str(doc), "--source", "kb", "--wait", "--json")
-    out = eddy(s, "ask", "How do I copy a file?", "--json").stdout
+    question = "How do I copy a xylophone file?"
+    out = eddy(s, "ask", question, "--json").stdout
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     query_id = events[-1]["query_id"]
     assert events[-1]["kind"] == "final"
@@ -72,8 +75,17 @@ def test_cli_query_is_one_connected_trace_on_the_traces_topic(obs_settings, obs_
     assert generate.attributes["gen_ai.usage.output_tokens"] == events[-1]["usage"]["completion_tokens"] > 0
     assert generate.attributes["gen_ai.usage.input_tokens"] == events[-1]["usage"]["prompt_tokens"]
     assert generate.attributes["eddy.ttft_ms"] >= 0
-    # Content capture is off by default: no prompt or completion text on any span.
-    assert not any("copy" in str(v) for x in spans for k, v in x.attributes.items() if k.startswith("gen_ai."))
+    # Content capture is off by default: no prompt or completion text on any span of the trace, in
+    # any attribute or event. Positive control: the completion does hold the passage's marker.
+    completion = events[-1]["text"]
+    assert "marimba" in completion.lower() and len(completion.split()) >= 5
+    texts = {f"{x.name}: {k}": str(v) for x in spans for k, v in x.attributes.items()}
+    texts.update({f"{x.name}: event {name} {k}": str(v) for x in spans for name, attrs in x.events
+                  for k, v in {"name": name, **attrs}.items()})
+    assert texts, "no attributes to scan"
+    for needle in ("marimba", "xylophone", question.lower(), completion.lower(), completion.lower()[-20:]):
+        found = [where for where, text in texts.items() if needle in text.lower()]
+        assert not found, f"prompt or completion text {needle!r} on spans: {found}"
 
 
 def test_document_change_is_one_trace_from_publish_to_index_event(obs_settings, obs_stack, tmp_path):
@@ -99,6 +111,21 @@ def test_document_change_is_one_trace_from_publish_to_index_event(obs_settings, 
     assert process.attributes["eddy.doc_id"] == json.loads(change.value())["doc_id"]
     assert process.attributes["eddy.index.status"] == "indexed"
     assert traceparent_of(event.headers()).split("-")[2] == process.span_id  # published from the change's span
-    # The batch's step spans are a trace of their own, linked to the change: embed, upsert, ...
-    batch_steps = wait_for_spans(s, lambda sp: any(x.attributes.get("eddy.step") == "upsert" for x in sp))
-    assert {"decode", "chunk", "diff", "embed", "upsert"} <= {x.attributes.get("eddy.step") for x in batch_steps}
+    # The batch's step spans are a trace of their own, linked both ways with the change's trace: the
+    # batch span links to the change's send span (the record's traceparent), the process span to the
+    # batch (to its span current when the change was decoded).
+    send_span = traceparent_of(change.headers()).split("-")[2]
+
+    def batch_of_the_change(sp) -> list:
+        [batch] = [x for x in sp if x.name == "index batch" and (trace_id, send_span) in x.links] or [None]
+        return [] if batch is None else [x for x in sp if x.trace_id == batch.trace_id]
+
+    def batch_complete(sp) -> bool:
+        return {"decode", "chunk", "diff", "embed", "upsert"} <= {x.attributes.get("eddy.step")
+                                                                   for x in batch_of_the_change(sp)}
+
+    batch_spans = batch_of_the_change(wait_for_spans(s, batch_complete))
+    batch = assert_connected(batch_spans)
+    assert batch.name == "index batch" and batch.attributes["eddy.step"] == "batch"
+    assert [link for link in process.links if link[0] == batch.trace_id] != []
+    assert {span_id for t, span_id in process.links if t == batch.trace_id} <= {x.span_id for x in batch_spans}

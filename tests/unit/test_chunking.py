@@ -77,9 +77,14 @@ def test_protocol_and_config_id():
     assert StructureChunker(500, 100).config_id != StructureChunker(500, 99).config_id
 
 
-@pytest.mark.parametrize("max_chars,overlap", [(99, 10), (1000, 500), (1000, 600), (200, -1)])
-def test_bad_parameters(max_chars, overlap):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("max_chars", "overlap", "message"), [
+    (99, 10, "max_chars must be >= 100, got 99"),
+    (1000, 500, r"overlap_chars must be in \[0, max_chars/2\), got 500 for max_chars=1000"),
+    (1000, 600, "got 600 for max_chars=1000"),
+    (200, -1, "got -1 for max_chars=200"),
+])
+def test_bad_parameters(max_chars, overlap, message):
+    with pytest.raises(ValueError, match=message):
         StructureChunker(max_chars, overlap)
 
 

@@ -77,3 +77,33 @@ def test_missing_envelope_fields_come_from_the_record():
     explicit = DocumentChange(op="upsert", doc_id="d1", version=1, text="x")
     kept = decode(DocumentChange, explicit.to_bytes(), max_bytes=10_000, origin=origin)
     assert kept.event_id == explicit.event_id and kept.occurred_at == explicit.occurred_at
+
+
+@pytest.mark.parametrize("field", ["text", "doc_id", "title"])
+def test_a_lone_surrogate_is_rejected_as_malformed(field):
+    """Valid JSON that pydantic accepts, but no UTF-8 encoder takes: ``"x\\ud83d"``."""
+    raw = _doc(**{field: "x\ud83d"})  # json.dumps escapes it as \ud83d
+    assert b"\\ud83d" in raw
+    with pytest.raises(DecodeError) as info:
+        decode(DocumentChange, raw, max_bytes=10_000)
+    assert info.value.error_type == "malformed_json" and "surrogate" in info.value.reason
+    paired = decode(DocumentChange, _doc(text="smile \U0001f600"), max_bytes=10_000)  # \ud83d\ude00: a real pair
+    assert paired.text.encode() == "smile \U0001f600".encode()
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_rejected_as_malformed(depth):
+    head = b'{"op": "upsert", "doc_id": "d", "version": 1, "text": "t", "metadata": '
+    raw = head + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(DecodeError) as info:
+        decode(DocumentChange, raw, max_bytes=10_000_000)
+    assert info.value.error_type == "malformed_json" and "nested" in info.value.reason
+
+
+def test_a_reason_lists_a_bounded_number_of_failing_fields():
+    raw = _doc(**{f"unknown_{i}": "v" * 100 for i in range(100_000)})
+    with pytest.raises(DecodeError) as info:
+        decode(DocumentChange, raw, max_bytes=100_000_000)
+    reason = info.value.reason
+    assert "unknown_0: Extra inputs are not permitted" in reason
+    assert "and 99,990 more" in reason and len(reason) < 4_000

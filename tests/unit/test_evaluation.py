@@ -248,7 +248,7 @@ def test_a_failing_report_leaves_nothing_behind(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(reports, "plot_metrics", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="disk full"):
         write_report(tmp_path, _report("r1", "2026-01-01T00:00:00+00:00", 0.5), [], [])
     assert list(tmp_path.iterdir()) == []
 

@@ -156,23 +156,27 @@ async def test_bad_records_go_to_dlq_and_good_ones_in_the_same_batch_are_indexed
 async def test_vector_store_outage_is_retried_without_losing_the_batch(env, monkeypatch):
     indexer, store, _, _, _ = env
     real = store.upsert_chunks
-    failures = iter([RetryableError("milvus down"), RetryableError("still down")])
+    failures = [RetryableError("milvus down"), RetryableError("still down")]
+    attempts: list[list[str]] = []  # the chunk ids of every upsert attempt
 
     def flaky(records):
-        err = next(failures, None)
-        if err is not None:
-            raise err
+        attempts.append([r.chunk.chunk_id for r in records])
+        if failures:
+            raise failures.pop(0)
         real(records)
 
+    backoffs: list[float] = []
+
+    async def no_sleep(seconds):
+        backoffs.append(seconds)
+
     monkeypatch.setattr(store, "upsert_chunks", flaky)
-    monkeypatch.setattr("streams.retry.asyncio.sleep", _no_sleep)
+    monkeypatch.setattr("streams.retry.asyncio.sleep", no_sleep)
     [event] = await indexer.handle_batch([rec(up("a", 1))])
+    assert failures == [] and len(attempts) == 3  # both injected errors raised, then a third attempt
+    assert attempts[0] == attempts[1] == attempts[2] and len(backoffs) == 2  # the same records, after a backoff each
     assert event.status == "indexed"
     assert stored_ids(store, "a") == expected_ids(indexer, up("a", 1))
-
-
-async def _no_sleep(_s):
-    return None
 
 
 async def test_identical_chunks_across_documents_are_embedded_once_per_batch(env):
@@ -203,12 +207,30 @@ async def test_a_document_that_fails_processing_goes_to_dlq_alone(env, monkeypat
     assert store.live_doc_ids("") == ["a", "b"]
 
 
-async def test_large_batches_are_written_in_groups(env):
+async def test_large_batches_are_written_in_groups(env, monkeypatch):
     indexer, store, _, publisher, settings = env
-    indexer.settings = settings.model_copy(update={"embed_group_chunks": 3})
-    events = await indexer.handle_batch([rec(up(f"d{i}", 1, first=f"doc {i} words")) for i in range(4)])
-    assert len(events) == 4 and all(e.status == "indexed" for e in events)
-    assert store.calls["set_doc_states"] >= 2  # more than one group was written
+    changes = [up(f"d{i}", 1, first=f"doc {i} words") for i in range(5)]
+    [n] = {len(expected_ids(indexer, c)) for c in changes}  # chunks per document
+    indexer.settings = settings.model_copy(update={"embed_group_chunks": 2 * n})  # two documents per group
+    writes: list[tuple[int, int]] = []  # (chunks upserted, IndexEvents published before the upsert)
+    states: list[list[str]] = []
+    real_upsert, real_states = store.upsert_chunks, store.set_doc_states
+
+    def upsert(records):
+        writes.append((len(records), len(publisher.on(settings.topic("index.events")))))
+        real_upsert(records)
+
+    def set_doc_states(doc_states):
+        states.append([s.doc_id for s in doc_states])
+        real_states(doc_states)
+
+    monkeypatch.setattr(store, "upsert_chunks", upsert)
+    monkeypatch.setattr(store, "set_doc_states", set_doc_states)
+    events = await indexer.handle_batch([rec(c) for c in changes])
+    assert len(events) == 5 and all(e.status == "indexed" for e in events)
+    assert states == [["d0", "d1"], ["d2", "d3"], ["d4"]]
+    # each group's IndexEvents are out before the next group is written
+    assert writes == [(2 * n, 0), (2 * n, 2), (n, 4)]
 
 
 async def test_changes_naming_a_collection_are_indexed_there_apart_from_the_default(env):

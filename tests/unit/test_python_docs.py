@@ -1,4 +1,4 @@
-"""eddy.python_docs: metadata of one Python doc source (no download here)."""
+"""pipelines.python_docs: metadata of one Python doc source (no download here)."""
 
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ def test_meta_title_falls_back_to_relative_path(tmp_path: pathlib.Path):
 def test_meta_rejects_other_files(tmp_path: pathlib.Path):
     f = tmp_path / "index.txt"
     f.write_text("x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"not a \.rst\.txt file"):
         python_doc_meta(tmp_path, f)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not in the subpath"):  # pathlib's relative_to
         python_doc_meta(tmp_path / "sub", f)
 
 
@@ -71,7 +71,7 @@ def test_ensure_python_docs_is_a_no_op_when_present(tmp_path: pathlib.Path):
 
 def test_ensure_python_docs_refuses_a_broken_tree(tmp_path: pathlib.Path):
     (tmp_path / "python3.11-doc").mkdir()
-    with pytest.raises(CorpusError):
+    with pytest.raises(CorpusError, match="exists but has no .*; remove it to download again"):
         ensure_python_docs(tmp_path)
 
 

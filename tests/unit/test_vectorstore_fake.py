@@ -31,7 +31,7 @@ class TestInMemoryVectorStore(VectorStoreContract):
 
 
 def test_use_before_start_is_permanent():
-    with pytest.raises(PermanentError):
+    with pytest.raises(PermanentError, match=r"used before start\(\)"):
         InMemoryVectorStore("c", 4).info()
 
 
