@@ -1,6 +1,6 @@
 # Eddy — the two commands a newcomer needs:
 #   make demo   set everything up, start the embedded stack, index the Python docs, answer FAQ questions
-#   make test   set everything up and run the test suite (what CI runs)
+#   make test   set everything up, lint (ruff) and run the test suite (what CI runs)
 # Everything lands in .venv/ (Python packages, models from PyPI) and .eddy/ (Kafka jars via Maven, data, logs).
 
 PYTHON ?= python3.11
@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.eddy-installed
 
 help:
 	@echo "make demo   - full loop on the Python 3.11 docs (first run: installs, downloads, converts the model)"
-	@echo "make test   - install and run the whole test suite (unit + integration against real Kafka/Milvus)"
+	@echo "make test   - install, lint (ruff) and run the whole test suite (unit + integration against real Kafka/Milvus)"
 	@echo "make unit   - unit tests only (fakes, seconds)"
 	@echo "make bench  - benchmarks (figures go to BENCHMARKS.md by hand)"
 	@echo "make down   - stop the embedded stack"
@@ -34,10 +34,11 @@ $(CHROMIUM):
 	$$([ "$$(id -u)" -eq 0 ] || echo sudo) sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends chromium'
 
 test: $(STAMP) $(CHROMIUM)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -ra
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -ra tests/unit
+	$(BIN)/python -m pytest -ra -m unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.indexing

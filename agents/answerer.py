@@ -119,10 +119,10 @@ class Answerer:
             if isinstance(query_id, str) and query_id:
                 return await self._error(query_id, 0, f"invalid query: {exc.reason}")
             return None
-        sent = _Sent()
+        deadline = asyncio.timeout(self.settings.query_deadline_s)
+        sent = _Sent(deadline=deadline)
         span = trace.get_current_span()
         span.set_attribute("eddy.query_id", query.query_id)
-        deadline = asyncio.timeout(self.settings.query_deadline_s)
         try:
             async with deadline:
                 return await self._answer(query, received, sent)
@@ -165,7 +165,7 @@ class Answerer:
             "eddy.collection": options.collection or self.settings.collection, "eddy.top_k": top_k,
             "eddy.hits": len(ranked), "eddy.top_score": ranked[0].score if ranked else 0.0})
         if not options.generate:
-            return await self._retrieval_only(query, retrieved, queue_ms, t1 - t0)
+            return await self._retrieval_only(query, retrieved, queue_ms, t1 - t0, sent)
         used = fit_hits(hits)
         messages = build_messages(self.template, query.text, hits, [(turn.role, turn.text) for turn in query.history])
         t2 = time.perf_counter()
@@ -234,6 +234,7 @@ class Answerer:
             attributes={**messaging_attributes(self.answers_topic, operation="send", key=query.query_id),
                         STEP: "publish"},
         ):
+            sent.lift_deadline()
             await self.publisher.publish(self.answers_topic, query.query_id, final.to_bytes(), wait=True)
         return final
 
@@ -263,7 +264,7 @@ class Answerer:
         return attrs
 
     async def _retrieval_only(
-        self, query: Query, retrieved: list[Retrieved], queue_ms: float, retrieve_s: float,
+        self, query: Query, retrieved: list[Retrieved], queue_ms: float, retrieve_s: float, sent: _Sent,
     ) -> AnswerEvent:
         final = AnswerEvent(
             query_id=query.query_id, kind="final", seq=0, retrieved=retrieved, citations=[],
@@ -271,6 +272,7 @@ class Answerer:
                             generate_ms=0.0, total_ms=_ms(retrieve_s)),
             pipeline_version=PIPELINE_VERSION, validation={"generated": "no"},
         )
+        sent.lift_deadline()
         await self.publisher.publish(self.answers_topic, query.query_id, final.to_bytes(), wait=True)
         return final
 
@@ -282,9 +284,17 @@ class Answerer:
 
 @dataclass
 class _Sent:
-    """Deltas published so far for one query: the ``seq`` of its next event."""
+    """Deltas published so far for one query (the ``seq`` of its next event) and its deadline."""
 
     deltas: int = 0
+    deadline: asyncio.Timeout | None = None
+
+    def lift_deadline(self) -> None:
+        """The terminal event is built: its publication is not cut short (a cancelled publish may still be
+        delivered, and the error answer after it would be a second terminal event). RuntimeError when the
+        deadline has already expired."""
+        if self.deadline is not None:
+            self.deadline.reschedule(None)
 
 
 def _ms(seconds: float) -> float:

@@ -23,8 +23,14 @@ Delivery: at-least-once. A batch's offsets are committed after its outputs were 
 the vetted vectors written; a redelivered feedback produces the same record ids (compacted
 topics keep one) and may repeat a rejection or audit entry.
 
-Failures: invalid feedback or answers go to ``dlq`` (invalid queries are the answerer's to
-report: the re-keying agent skips them). The scrubber runs in a worker thread with a deadline
+Failures, one record at a time: invalid feedback or answers go to ``dlq`` (invalid queries are
+the answerer's to report: the re-keying agent skips them); so does any record whose join or
+re-keying fails otherwise (``processing``). A batch whose curation fails is curated again one
+conversation at a time; a conversation that still fails is dead-lettered (``processing``, as the
+record of the batch that completed it, the reason naming the feedback and query ids and the
+exception type, never its message: it may quote the text) and forgotten. When the dead-letter
+topic itself cannot be written, the handler raises DeadLetterError and nothing is acknowledged
+(the worker stops; the batch is redelivered). The scrubber runs in a worker thread with a deadline
 of ``scrub_timeout_s``; if it raises or times out the conversation is rejected with
 ``scrub_failed`` and no text at all (fail closed: nothing unscrubbed is ever published).
 Embedding or Milvus outages are retried with backoff without acknowledging the batch.
@@ -46,7 +52,7 @@ from components.curation import FILTERS_VERSION, JunkRules, Verdict
 from config.settings import MAX_RECORD_BYTES, Settings
 from schemas import AnswerEvent, Citation, EvalRecord, Feedback, HistoryTurn, Query, Rejection, ScrubAudit, TrainRecord
 from streams.codec import DecodeError, decode
-from streams.dlq import DeadLetters
+from streams.dlq import DeadLetterError, DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.retry import call_blocking
 from streams.topics import (
@@ -109,20 +115,50 @@ class Curator:
             log.debug("not re-keying invalid query at %s/%d/%d: %s", record.topic, record.partition,
                       record.offset, exc.reason)
             return
-        await self.publisher.publish(self.topics["curator.queries"], query.query_id, query.to_bytes(), wait=True)
+        try:
+            await self.publisher.publish(self.topics["curator.queries"], query.query_id, query.to_bytes(), wait=True)
+        except Exception as exc:  # boundary: this record's failure is its own
+            log.warning("re-keying query %s failed: %s", query.query_id, type(exc).__name__)
+            await self.dead_letters.send(record, "processing", f"re-keying failed: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ join
     async def handle_batch(self, records: Sequence[RawRecord]) -> None:
         """Fold a batch of ``curator.queries`` / ``answers`` / ``feedback`` records into the join state
         and curate every shared feedback that became complete."""
-        ready: dict[str, _Item] = {}
+        ready: dict[str, tuple[_Item, RawRecord]] = {}  # feedback id -> item, the record that completed it
         for record in records:
-            for item in await self._join(record):
-                ready[str(item.feedback.event_id)] = item
+            try:
+                joined = await self._join(record)
+            except DeadLetterError:
+                raise
+            except Exception as exc:  # boundary: one record's failure is that record's alone
+                log.warning("joining %s[%d]@%d failed: %s", record.topic, record.partition, record.offset,
+                            type(exc).__name__)
+                await self.dead_letters.send(record, "processing", f"joining failed: {type(exc).__name__}")
+                continue
+            for item in joined:
+                ready[str(item.feedback.event_id)] = (item, record)
         if ready:
-            await self.curate(list(ready.values()))
-            for item in ready.values():
+            await self._curate_isolated(list(ready.values()))
+            for item, _ in ready.values():
                 self._forget(item.feedback)
+
+    async def _curate_isolated(self, pairs: list[tuple[_Item, RawRecord]]) -> None:
+        """``curate`` the items; when that fails, one at a time, dead-lettering one that fails alone."""
+        try:
+            await self.curate([_Item(item.feedback, item.query, item.answer) for item, _ in pairs])
+        except DeadLetterError:
+            raise
+        except Exception as exc:  # boundary; the message may quote a conversation: only its type is kept
+            if len(pairs) > 1:
+                log.warning("curating %d conversations failed (%s); one at a time", len(pairs), type(exc).__name__)
+                for pair in pairs:
+                    await self._curate_isolated([pair])
+                return
+            item, record = pairs[0]
+            log.warning("curating feedback %s failed: %s", item.feedback.event_id, type(exc).__name__)
+            await self.dead_letters.send(record, "processing", f"curating feedback {item.feedback.event_id} of "
+                                         f"query {item.query.query_id} failed: {type(exc).__name__}")
 
     async def _join(self, record: RawRecord) -> list[_Item]:
         topic = record.topic
@@ -196,7 +232,7 @@ class Curator:
         alone. A record the scrubber fails on gets the ``scrub_failed`` verdict and no text."""
         try:
             results = await self._scrub_call([self._conversation(i) for i in items])
-        except Exception as exc:  # noqa: BLE001 - any scrubber failure fails closed
+        except Exception as exc:  # any scrubber failure fails closed
             if len(items) == 1:
                 # The exception's message may quote the text: neither the record nor the log gets it.
                 items[0].verdict = Verdict("scrub_failed", f"the PII scrubber failed ({type(exc).__name__}); "

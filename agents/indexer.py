@@ -52,10 +52,10 @@ from components.base import (
     ChunkRecord,
     DocState,
     Embedder,
+    PermanentError,
     StoredChunk,
     VectorStore,
 )
-from components.base import PermanentError
 from components.collection_registry import Collections
 from config.settings import Settings
 from schemas import DocumentChange, IndexEvent
@@ -304,7 +304,8 @@ class Indexer:
         searchable_at = time.time()
         log.info(
             "indexed %d documents into %s: %d chunks embedded, %d rewritten, %d deleted (embed %.0f ms, write %.0f ms)",
-            len(plans), store.collection, sum(len(p.to_embed) for p in plans), sum(len(p.to_rewrite) for p in plans), len(stale),
+            len(plans), store.collection, sum(len(p.to_embed) for p in plans),
+            sum(len(p.to_rewrite) for p in plans), len(stale),
             (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3,
         )
         events = []
@@ -368,6 +369,7 @@ class Indexer:
         return IndexEvent(
             doc_id=change.doc_id, version=change.version, change_id=str(change.event_id), status=status,
             chunks_total=total, chunks_embedded=embedded, chunks_deleted=deleted, chunks_unchanged=unchanged,
-            collection=change.collection or self.collections.default.collection, embedder=self.embedder.model_id, chunker=self.chunker.config_id,
+            collection=change.collection or self.collections.default.collection,
+            embedder=self.embedder.model_id, chunker=self.chunker.config_id,
             lag_ms=max(0.0, (now - change.occurred_at.timestamp()) * 1000.0),
         )

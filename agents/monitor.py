@@ -23,8 +23,11 @@ would each compute windowed figures and alerts over a share of the traffic.
 
 Failures: an undecodable record (malformed protobuf on ``traces``; malformed JSON or schema on
 the JSON topics) goes to ``dlq`` (except records of ``dlq`` itself, which are counted and
-logged: re-dead-lettering them could loop) and the monitor goes on. The monitor creates no
-spans: its input is the trace topic, so spans of its own would feed back into it.
+logged: re-dead-lettering them could loop) and the monitor goes on; so does a record whose state
+update fails in any other way (``processing``). When the dead-letter topic itself cannot be
+written, ``handle`` raises DeadLetterError and the record is not acknowledged (the worker stops).
+The monitor creates no spans: its input is the trace topic, so spans of its own would feed back
+into it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from config.settings import MAX_RECORD_BYTES, Settings
 from schemas import Alert, AnswerEvent, DeadLetter, Feedback, IndexEvent
 from streams.admin import consumer_lag
 from streams.codec import DecodeError, decode, decode_traces
-from streams.dlq import DeadLetters
+from streams.dlq import DeadLetterError, DeadLetters
 from streams.records import Publisher, RawRecord
 from streams.topics import ALERTS, ANSWERS, DLQ, FEEDBACK, INDEX_EVENTS, TRACES, TopicSpec
 
@@ -80,11 +83,19 @@ class Monitor:
                 schema, update = route
                 update(decode(schema, record.value, max_bytes=MAX_RECORD_BYTES, origin=record))
         except DecodeError as exc:
-            if record.topic == self.dlq_topic:
-                log.warning("unreadable dead letter at %s[%d]@%d: %s", record.topic, record.partition,
-                            record.offset, exc.reason)
-                return
-            await self.dead_letters.send(record, exc.error_type, exc.reason)
+            await self._reject(record, exc.error_type, exc.reason)
+        except DeadLetterError:
+            raise
+        except Exception as exc:  # boundary: one record's failure is that record's alone
+            log.exception("monitoring %s[%d]@%d failed", record.topic, record.partition, record.offset)
+            await self._reject(record, "processing", f"monitoring failed: {type(exc).__name__}: {exc}")
+
+    async def _reject(self, record: RawRecord, error_type: str, reason: str) -> None:
+        if record.topic == self.dlq_topic:
+            log.warning("unreadable dead letter at %s[%d]@%d: %s", record.topic, record.partition,
+                        record.offset, reason)
+            return
+        await self.dead_letters.send(record, error_type, reason)
 
     async def tick(self, now: float | None = None) -> list[Alert]:
         """Evaluate rules; publish each transition on ``alerts`` (acks=all)."""

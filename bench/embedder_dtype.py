@@ -60,7 +60,7 @@ def main() -> None:
     a, b = (vectors[dtype].astype(np.float64) for dtype in dtypes)
     cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     norms = np.linalg.norm(b, axis=1)
-    print(f"cosine bf16 vs float32 (float64 arithmetic): min {cosine.min():.4f}, mean {cosine.mean():.4f}")
+    print(f"cosine bf16 vs float32 (float64 arithmetic): min {cosine.min():.5f}, mean {cosine.mean():.5f}")
     print(f"norms of the bf16 vectors: {norms.min():.4f}-{norms.max():.4f}; "
           f"their plain dot product with the float32 ones: mean {(a * b).sum(axis=1).mean():.4f}")
     print(f"speed-up bf16 / float32: {rates['bfloat16'] / rates['float32']:.2f}x")

@@ -32,8 +32,14 @@ def main() -> None:
     args = parser.parse_args()
     base = Settings()
     files = python_docs_files(ensure_python_docs(base.home / "data"))[: args.docs]
-    changes = [DocumentChange(op="upsert", doc_id=f.doc_id, version=1, title=f.title, uri=f.uri,
-                              text=read_text(f.path), content_type=f.content_type, source="bench") for f in files]
+    pages = [(f, read_text(f.path)) for f in files]
+
+    def documents(prefix: str = "") -> list[DocumentChange]:
+        """One upsert per page (new event ids and timestamps on every call)."""
+        return [DocumentChange(op="upsert", doc_id=prefix + f.doc_id, version=1, title=f.title, uri=f.uri, text=text,
+                               content_type=f.content_type, source="bench") for f, text in pages]
+
+    changes = documents()
     chunker = StructureChunker(base.chunk_max_chars, base.chunk_overlap_chars)
     texts = [c.embed_text for ch in changes for c in chunker.chunk(ch.doc_id, ch.text, ch.content_type, ch.title)]
     unique = len(set(texts))
@@ -51,15 +57,18 @@ def main() -> None:
             raw_s.append(time.perf_counter() - t)
 
         def pipeline(round_: int) -> None:
-            fresh = [c.model_copy(update={"doc_id": f"r{round_}-{c.doc_id}"}) for c in changes]
-            result = ingest_source(client, fresh, timeout_s=600)
+            result = ingest_source(client, documents(f"r{round_}-"), timeout_s=600)
             embedded = sum(e.chunks_embedded for e in result.indexed)
             assert embedded == len(texts), f"the pipeline embedded {embedded} chunks of {len(texts)}"
             pipe_s.append(result.seconds)
 
         for r in range(args.rounds):
-            for run in ((raw, pipeline) if r % 2 == 0 else (pipeline, raw)):
-                run(r) if run is pipeline else run()
+            if r % 2 == 0:
+                raw()
+                pipeline(r)
+            else:
+                pipeline(r)
+                raw()
         rss = peak_rss_mb(stack.worker_status()["pid"])
 
     raw_rate = len(texts) * args.rounds / sum(raw_s)

@@ -79,7 +79,11 @@ class Collections:
                     if not create:
                         raise UnknownCollectionError(f"collection {name!r} does not exist")
                     self._check_limit(name)
-                store.start()
+                try:
+                    store.start()
+                except BaseException:
+                    store.close()
+                    raise
                 self._stores[name] = store
                 log.info("opened collection %s", name)
             return store

@@ -439,11 +439,10 @@ class EchoGenerator:
 
 
 # --------------------------------------------------------------------------- factory
-def build_generator(name: str, cache_dir: Path, *, threads: int | None = None) -> Generator:
-    """``"echo"`` → :class:`EchoGenerator`; a key of :data:`GENERATORS` → :class:`TransformersGenerator`.
-
-    Not started: call ``start()`` (blocking). Raises PermanentError for an unknown name.
-    """
-    if name == "echo":
-        return EchoGenerator()
-    return TransformersGenerator(name, cache_dir, threads=threads)
+def build_generator(name: str, cache_dir: Path, *, threads: int | None = None, settings: Any = None) -> Generator:
+    """``"echo"`` → :class:`EchoGenerator`; ``"openai"``/``"vllm"`` → :mod:`components.openai_generator` (from
+    ``settings``); a key of :data:`GENERATORS` → :class:`TransformersGenerator`. Not started: call ``start()``."""
+    if name in ("openai", "vllm"):
+        from components.openai_generator import build_remote_generator
+        return build_remote_generator(name, settings, cache_dir)
+    return EchoGenerator() if name == "echo" else TransformersGenerator(name, cache_dir, threads=threads)

@@ -186,7 +186,7 @@ class MilvusVectorStore:
         if client is not None:
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
+            except Exception:  # closing is best effort
                 log.debug("closing the Milvus client failed", exc_info=True)
 
     def connect(self) -> Any:
@@ -311,7 +311,7 @@ class MilvusVectorStore:
             while True:
                 try:
                     page = iterator.next()
-                except Exception as exc:  # noqa: BLE001 - classified below
+                except Exception as exc:  # classified below
                     raise classify_error(exc, f"query {collection}") from exc
                 if not page:
                     break
@@ -319,7 +319,7 @@ class MilvusVectorStore:
         finally:
             try:
                 iterator.close()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - closing is best effort; the rows are already read
+            except Exception:  # closing is best effort; the rows are already read
                 log.debug("closing a Milvus query iterator failed", exc_info=True)
         return out
 

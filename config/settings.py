@@ -62,8 +62,40 @@ class Settings(BaseSettings):
     indexer_batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill an indexer batch, seconds")
 
     # --- answering -------------------------------------------------------------------------
-    generator: Literal["qwen2.5-coder-0.5b", "smollm2-135m", "echo"] = Field(
-        "qwen2.5-coder-0.5b", description="in-process generation model ('echo' is the test fake)"
+    generator: Literal["qwen2.5-coder-0.5b", "smollm2-135m", "echo", "openai", "vllm"] = Field(
+        "qwen2.5-coder-0.5b", description="generation backend: a packaged model run in-process on CPU, 'openai' (any "
+        "OpenAI-compatible server at generator_url, e.g. `vllm serve`), 'vllm' (in-process vLLM engine: CUDA and vllm "
+        "in Eddy's environment, see components/vllm_generator.py) or 'echo' (the test fake)",
+    )
+    generator_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="'openai': base URL of the OpenAI-compatible server, up to /v1"
+    )
+    generator_api_key: SecretStr | None = Field(
+        None, description="'openai': bearer token of generator_url (vllm serve --api-key), when it needs one"
+    )
+    generator_model: str | None = Field(
+        None, description="'openai': model or LoRA adapter name sent with every request (vllm serve's "
+        "--served-model-name or a --lora-modules name); 'vllm': model directory or id loaded in-process",
+    )
+    generator_lora: str | None = Field(
+        None, description="'vllm': LoRA adapter NAME=PATH applied to every request (needs --enable-lora's rank "
+        "<= 64); 'openai' selects adapters by generator_model",
+    )
+    generator_tokenizer: str | None = Field(
+        None, description="'openai': tokenizer that counts tokens when the server sends no usage: a packaged "
+        "generator name or a local tokenizer directory; unset = one token per streamed piece",
+    )
+    generator_timeout_s: float = Field(
+        60.0, gt=0, description="'openai': longest wait for the server's response and then for each streamed "
+        "piece, seconds (connecting: at most 5 s of it)",
+    )
+    generator_connect_retries: int = Field(
+        2, ge=0, description="'openai': new attempts when the server cannot be reached (refused, unreachable, "
+        "connect timeout), after jittered exponential backoff from 0.2 s; nothing else is retried",
+    )
+    generator_max_in_flight: int = Field(
+        64, ge=1, description="'openai': requests streaming from the server at once per worker (more wait for a "
+        "slot; also bounded by generation_slots), requests",
     )
     top_k: int = Field(5, ge=1, le=100, description="chunks retrieved per query unless the query says otherwise")
     max_new_tokens: int = Field(256, ge=1, description="generation budget per answer unless the query says otherwise")

@@ -39,6 +39,7 @@ from pipelines.progress import Reporter
 from pipelines.reports import REPORT_FORMAT, comparison, previous_report, query_set_id, write_report
 from pipelines.scoring import score
 from schemas import AnswerEvent, DocumentChange, Query, QueryOptions
+from schemas.documents import RESERVED_SUFFIXES
 from streams.client import EddyClient, new_version
 
 
@@ -62,8 +63,10 @@ class EvalConfig:
 
 
 def collection_name(dataset_name: str) -> str:
-    """``eval_<dataset name>`` with every character Milvus refuses replaced by ``_`` (<= 128 chars)."""
-    return ("eval_" + re.sub(r"[^A-Za-z0-9_]", "_", dataset_name))[:128]
+    """``eval_<dataset name>`` with every character Milvus refuses replaced by ``_`` (<= 128 chars); a
+    name that would end with a reserved suffix (``schemas.documents.RESERVED_SUFFIXES``) gets ``_set`` appended."""
+    name = ("eval_" + re.sub(r"[^A-Za-z0-9_]", "_", dataset_name))[:124]
+    return name + "_set" if name.lower().endswith(RESERVED_SUFFIXES) else name
 
 
 def sample_queries(dataset: Dataset, limit: int | None, seed: int) -> list[str]:

@@ -9,6 +9,7 @@ test's pytest-timeout limit, so that it fails with its own message rather than b
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import uuid
@@ -79,6 +80,14 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def kafka(stack_home: Path) -> Iterator[KafkaBroker]:
+    """The session's broker; ``EDDY_TEST_KAFKA=container``: the same Kafka in a Docker container
+    (tests/containers/kafka_container.py; skipped with the reason where no Docker daemon can run)."""
+    if os.environ.get("EDDY_TEST_KAFKA") == "container":
+        from tests.containers.kafka_container import container_broker
+
+        with container_broker(stack_home / "logs") as container:
+            yield container
+        return
     broker = KafkaBroker(stack_home, free_port(), free_port(), heap_mb=512)
     broker.start()
     yield broker

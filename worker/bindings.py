@@ -3,16 +3,28 @@ and HTTP servers. Handlers are transport-neutral (``agents/``); this module is t
 
 | agent | consumes | handler | extra |
 |---|---|---|---|
-| indexer | ``docs.changes`` | ``Indexer.handle_batch`` (batches of ``indexer_batch_max``) | |
+| indexer | ``docs.changes`` | ``Indexer.handle_batch`` (``indexer_batch_max`` at a time) | |
 | answerer | ``queries`` | ``Answerer.handle`` (``answerer_concurrency`` at once) | |
-| monitor | ``traces``, ``index.events``, ``answers``, ``feedback``, ``dlq`` | ``Monitor.handle`` | tick and lag timers, HTTP |
-| curator | ``queries`` → ``curator.queries``; ``curator.queries`` + ``answers`` + ``feedback`` | ``Curator.rekey``, ``Curator.handle_batch`` | join Table |
+| monitor | ``traces``, ``index.events``, ``answers``, ``feedback``, ``dlq`` | ``Monitor.handle`` | timers, HTTP |
+| curator | ``queries`` → ``curator.queries``; ``curator.queries`` + ``answers`` + ``feedback`` | \
+``Curator.rekey``, ``Curator.handle_batch`` | join Table |
+
+Handlers isolate failures per record (a failing record goes to ``dlq``); what still escapes one —
+the dead-letter topic cannot be written — must not be acknowledged, yet faust 0.15 acknowledges a
+stream's events in a ``finally`` even when the agent raised (and then restarts the agent). So
+:func:`_stop_on_escape` keeps the events it was handling from ever being acknowledged (their
+offsets stay uncommitted: commits stop at the first unacknowledged offset of a partition) and
+crashes the app, which stops the worker (exit status 1): after a restart the records are
+redelivered, never skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 import faust
 
@@ -33,6 +45,31 @@ log = logging.getLogger(__name__)
 
 #: Agents a worker can host, in start-up order.
 AGENTS = ("indexer", "answerer", "monitor", "curator")
+#: After crashing the app, how long an agent waits for the worker to stop before it ends the process.
+CRASH_GRACE_S = 60.0
+
+
+async def _stop_on_escape(app: faust.App, agent: str, events: Sequence[faust.types.EventT],
+                          handle: Callable[[], Awaitable[object]]) -> None:
+    """Run ``handle()``; if an exception escapes it, stop the worker without acknowledging ``events``.
+
+    The events are marked acknowledged on their message without telling the consumer (faust's
+    ``Message.ack`` then does nothing), so no commit passes their offsets; then the app crashes,
+    which stops the worker, and this agent waits for that (it is cancelled by the stop). Should the
+    worker not stop within ``CRASH_GRACE_S``, the process ends (``os._exit``) — nothing is committed.
+    """
+    try:
+        await handle()
+    except Exception as exc:  # whatever escaped, its records must not be acknowledged
+        for event in events:
+            event.message.acked = True  # held: the consumer never counts it acknowledged
+        positions = ", ".join(f"{e.message.topic}[{e.message.partition}]@{e.message.offset}" for e in events[:8])
+        log.critical("%s: %s: %s escaped the handler; stopping the worker without acknowledging %d records (%s); "
+                     "they are redelivered after a restart", agent, type(exc).__name__, exc, len(events), positions)
+        await app.crash(exc)
+        await asyncio.sleep(CRASH_GRACE_S)
+        log.critical("the worker did not stop within %.0f s of the crash; ending the process", CRASH_GRACE_S)
+        os._exit(70)
 
 
 def bind_agents(app: faust.App, settings: Settings, components: Components | None, agents: Sequence[str],
@@ -57,7 +94,8 @@ def bind_agents(app: faust.App, settings: Settings, components: Components | Non
 
         async def index(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.indexer_batch_max, within=settings.indexer_batch_within_s):
-                await indexer.handle_batch([to_raw(e) for e in events])
+                await _stop_on_escape(app, "indexer", events,
+                                      partial(indexer.handle_batch, [to_raw(e) for e in events]))
 
         app.agent(raw_topic(app, settings, DOCS_CHANGES), name="eddy.indexer")(index)
 
@@ -68,7 +106,7 @@ def bind_agents(app: faust.App, settings: Settings, components: Components | Non
 
         async def answer(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await answerer.handle(to_raw(event))
+                await _stop_on_escape(app, "answerer", [event], partial(answerer.handle, to_raw(event)))
 
         app.agent(raw_topic(app, settings, QUERIES), name="eddy.answerer",
                   concurrency=settings.answerer_concurrency)(answer)
@@ -86,7 +124,7 @@ def _bind_monitor(app: faust.App, settings: Settings, monitor: Monitor) -> None:
     for spec in MONITORED:
         async def consume(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await monitor.handle(to_raw(event))
+                await _stop_on_escape(app, "monitor", [event], partial(monitor.handle, to_raw(event)))
 
         app.agent(raw_topic(app, settings, spec), name=f"eddy.monitor.{spec.name}")(consume)
 
@@ -135,11 +173,11 @@ def _bind_curator(app: faust.App, settings: Settings, publisher: FaustPublisher,
 
     async def rekey(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await curator.rekey(to_raw(event))
+            await _stop_on_escape(app, "curator", [event], partial(curator.rekey, to_raw(event)))
 
     async def curate(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.curator_batch_max, within=settings.curator_batch_within_s):
-            await curator.handle_batch([to_raw(e) for e in events])
+            await _stop_on_escape(app, "curator", events, partial(curator.handle_batch, [to_raw(e) for e in events]))
 
     app.agent(raw_topic(app, settings, QUERIES), name="eddy.curator-rekey")(rekey)
     app.agent(raw_topic(app, settings, CURATOR_QUERIES, ANSWERS, FEEDBACK), name="eddy.curator")(curate)

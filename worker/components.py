@@ -47,7 +47,8 @@ def build_components(settings: Settings, *, agents: Sequence[str]) -> Components
     default = open_store(settings.collection)
     collections = Collections(default, open_store, max_collections=settings.max_collections,
                               list_existing=default.list_collections)
-    generator = build_generator(settings.generator, settings.home / "models") if "answerer" in agents else None
+    generator = (build_generator(settings.generator, settings.home / "models", settings=settings)
+                 if "answerer" in agents else None)
     return Components(chunker, index_embedder, query_embedder, collections, KeepOrder(), generator)
 
 

@@ -127,10 +127,11 @@ def committed_offsets(settings, topic: str) -> dict[int, int]:
 
 
 def test_kill_9_during_a_batch_loses_and_duplicates_nothing(settings, client, stack):
-    """Invariant 3: kill -9 the worker while a batch's IndexEvents are out but its offsets are not
-    committed; the restarted worker processes those changes again (their IndexEvents appear twice),
-    and the index equals the newest versions, with no duplicate or orphan row."""
-    stack.settings = settings.model_copy(update={"indexer_batch_max": 8})
+    """Invariant 3: kill -9 the worker in the middle of a batch, some of its documents written (their
+    IndexEvents out), its offsets not committed; the restarted worker processes those changes again
+    (their IndexEvents appear twice), and the index equals the newest versions, without duplicate or
+    orphan rows. Groups of 4 new chunks: a batch of 8 documents is written one or two documents at a time."""
+    stack.settings = settings.model_copy(update={"indexer_batch_max": 8, "embed_group_chunks": 4})
     stack.start_worker(("indexer",))
     latest: dict[str, DocumentChange] = {}
     changes = []
@@ -153,11 +154,12 @@ def test_kill_9_during_a_batch_loses_and_duplicates_nothing(settings, client, st
 
     def in_flight() -> bool:
         """Some changes' IndexEvents are out, their offsets not committed; changes are left to do."""
-        committed = sum(committed_offsets(settings, "docs.changes").values())
-        return committed < len(read_topic(settings, "index.events")) < len(changes)
+        events = len(read_topic(settings, "index.events"))  # first: events only grow, commits only follow them
+        return sum(committed_offsets(settings, "docs.changes").values()) < events < len(changes)
 
-    # The IndexEvents of a batch are published before its offsets are committed (every 0.5 s): kill -9
-    # inside that window. A commit can land between the check and the kill: then restart and try again.
+    # A batch's IndexEvents go out group by group; its offsets are committed after the whole batch
+    # (within 0.5 s): kill -9 inside that window. Should a commit land between the check and the
+    # kill, restart and try again.
     for _ in range(5):
         assert poll_until(in_flight, timeout_s=120, interval_s=0.05), "no batch in flight to kill"
         stack.stop_worker(kill=True)

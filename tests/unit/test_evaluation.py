@@ -11,7 +11,7 @@ import pytest
 
 from components.base import ChatMessage
 from pipelines.datasets import DatasetError, build_python_faq, load_dataset, write_dataset
-from pipelines.evaluate import EvalConfig, check_config, sample_queries
+from pipelines.evaluate import EvalConfig, check_config, collection_name, sample_queries
 from pipelines.judge import GeneratorJudge, OpenAIJudge, judge_messages, parse_grade
 from pipelines.metrics import RougeL, document_ranking, token_f1
 from pipelines.progress import Reporter
@@ -284,3 +284,10 @@ def test_the_metrics_plot_has_one_point_per_finished_run(tmp_path, monkeypatch):
     write_report(tmp_path, _report("r2", "2026-01-02T00:00:00+00:00", 0.6), [], [])
     # while r2 is written, only r1 is finished (r2's own report is still in a temporary directory)
     assert plotted == [[], ["r1"]]
+
+
+def test_eval_collection_names_never_end_with_a_reserved_suffix():
+    assert collection_name("python-faq") == "eval_python_faq"
+    assert collection_name("my_docs") == "eval_my_docs_set"
+    assert collection_name("team-VETTED") == "eval_team_VETTED_set"
+    assert len(collection_name("x" * 300)) <= 128

@@ -253,7 +253,8 @@ async def test_a_poisoned_record_or_a_failing_conversation_does_not_lose_the_cur
         *conversation_records(settings, "q-fails", "How do I move a directory tree safely?", 30),
     ]
     await curator.handle_batch(batch)
-    assert [json.loads(v)["record_id"] for v in publisher.on(settings.topic("datasets.eval"))] == ["q-ok"]
+    # q-ok is published by the batch's try and by its redo (at-least-once; datasets.eval is compacted by record id)
+    assert {json.loads(v)["record_id"] for v in publisher.on(settings.topic("datasets.eval"))} == {"q-ok"}
     by_offset = {lt.offset: lt for lt in letters(publisher, settings)}
     assert {lt.agent for lt in by_offset.values()} == {"curator"}
     assert by_offset[20].error_type == by_offset[21].error_type == "malformed_json"
@@ -284,7 +285,6 @@ async def test_a_record_the_monitor_fails_on_is_dead_lettered(tmp_path):
     publisher = BrokerPublisher()
     settings = Settings(home=tmp_path)
     state = MonitorState(settings)
-    monitor = Monitor(settings, state, publisher, DeadLetters(publisher, settings.topic("dlq"), "monitor"))
     real = state.on_index_event
 
     def on_index_event(event: IndexEvent) -> None:
@@ -293,6 +293,7 @@ async def test_a_record_the_monitor_fails_on_is_dead_lettered(tmp_path):
         real(event)
 
     state.on_index_event = on_index_event
+    monitor = Monitor(settings, state, publisher, DeadLetters(publisher, settings.topic("dlq"), "monitor"))
     for offset, doc_id in enumerate(["a", "bad", "b"]):
         event = IndexEvent(doc_id=doc_id, version=1, change_id="x", status="indexed", chunks_total=1,
                            chunks_embedded=1, chunks_deleted=0, chunks_unchanged=0, collection="c", embedder="e",
