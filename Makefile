@@ -8,11 +8,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.eddy-installed
 
-.PHONY: demo test unit bench down clean help
+.PHONY: demo test unit bench down clean help docker-down
 
 help:
 	@echo "make demo   - full loop on the Python 3.11 docs (first run: installs, downloads, converts the model)"
-	@echo "make test   - install, lint (ruff) and run the whole test suite (unit + integration against real Kafka/Milvus)"
+	@echo "make test   - install, lint (ruff) and run the whole test suite (unit + integration against real Kafka/Milvus + containers)"
 	@echo "make unit   - unit tests only (fakes, seconds)"
 	@echo "make bench  - benchmarks (figures go to BENCHMARKS.md by hand)"
 	@echo "make down   - stop the embedded stack"
@@ -33,9 +33,26 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	$$([ "$$(id -u)" -eq 0 ] || echo sudo) sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends chromium'
 
-test: $(STAMP) $(CHROMIUM)
+# Docker for the container tests (tests/containers; the container broker run below): Debian's docker.io (the
+# tests start dockerd when no daemon answers and stop it after; its data root .eddy/docker/ caches the images)
+# and debootstrap (the Debian base image: no image registry is needed). Where neither root nor sudo can install
+# them, the install is skipped and so, with the reason, are the container tests.
+DOCKERD     := /usr/sbin/dockerd
+DEBOOTSTRAP := /usr/sbin/debootstrap
+$(DOCKERD) $(DEBOOTSTRAP):
+	-$$([ "$$(id -u)" -eq 0 ] || echo sudo -n) sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends docker.io debootstrap'
+
+# The container broker run: a representative subset of the integration tests against the same Kafka in a
+# container (EDDY_TEST_KAFKA=container), not the whole suite twice (tests/containers/test_scale_out.py
+# kills workers on its own).
+CONTAINER_BROKER_TESTS := \
+	tests/integration/test_indexer.py::test_index_holds_newest_versions_only_and_embeds_only_new_chunks \
+	tests/integration/test_answerer.py::test_answer_streams_deltas_then_one_final_with_citations
+
+test: $(STAMP) $(CHROMIUM) $(DOCKERD) $(DEBOOTSTRAP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -ra
+	EDDY_TEST_KAFKA=container $(BIN)/python -m pytest -ra $(CONTAINER_BROKER_TESTS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -ra -m unit
@@ -48,6 +65,10 @@ bench: $(STAMP)
 
 down:
 	-$(BIN)/eddy down
+
+# Stop the Docker daemon the container tests started, should a killed test session have left it running.
+docker-down:
+	-$(BIN)/python -m tests.containers.daemon stop
 
 clean: down
 	rm -rf .eddy

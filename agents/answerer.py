@@ -3,9 +3,12 @@
 Consumes ``queries`` (Query, keyed by conversation_id). For each query: embed the text, search
 the query's collection (the default one unless ``options.collection`` names another) with the ACL
 filter (a chunk is visible when its ACL is empty or shares a group with the query's ``groups``),
-build the prompt from a versioned template, generate, and produce on ``answers`` (keyed by
+rank the sections of the chunks found by their best chunk (:mod:`components.sections`: a section is
+quoted, cited and listed once), build the prompt from a versioned template with the ``top_k`` best
+sections, generate, and produce on ``answers`` (keyed by
 query_id) ``delta`` records coalesced over ``delta_flush_ms`` then exactly one ``final`` (text,
-citations, the ranked ``retrieved`` chunks, usage, timings, model, prompt and pipeline versions)
+citations, the ranked ``retrieved`` sections — each its best chunk —, usage, timings, model, prompt and
+pipeline versions)
 — or one ``error`` with a reason. ``options.generate=false`` skips generation (retrieval only,
 for evaluation): the ``final`` carries ``retrieved`` and no text.
 
@@ -25,6 +28,17 @@ Retrieval or generation failures produce an ``error`` answer; the agent keeps co
 whose answer events cannot be published at all goes to ``dlq`` (``processing``). When the
 dead-letter topic itself cannot be written, ``handle`` raises DeadLetterError: the query must not
 be acknowledged (the worker stops; it is redelivered).
+
+One terminal event per query record: once the terminal event's publication has begun, no other
+terminal event follows — a final whose publish call raises (it may have been written) sends the
+query to ``dlq`` (``processing``), never an error answer after it. The answerer remembers the last
+``answerer_dedupe_queries`` query ids with their query's ``event_id``: the same query redelivered is
+not answered again, and a query_id reused by another query gets one ``error`` answer (and ``dlq``,
+``reused_id``) after the original's stream has ended, never a second stream. ``owns`` (the worker's
+current partition assignment) fences a rebalance: an owner whose partition was revoked mid-answer stops
+without publishing more (no terminal event: the new owner answers the redelivered query). Limits: the
+memory is per worker and lost on restart, and a worker that lost its partition without noticing
+(session expired, not yet rebalanced) can still finish its stream.
 """
 
 from __future__ import annotations
@@ -34,7 +48,9 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -44,6 +60,7 @@ from opentelemetry.trace import SpanKind
 from components.base import Embedder, GenerationParams, GenerationStats, Generator, Hit, Reranker
 from components.collection_registry import Collections
 from components.prompts import PROMPT_V1, build_messages, fit_hits
+from components.sections import rank_sections
 from config.settings import Settings
 from schemas import AnswerEvent, Citation, Query, Retrieved, Timings, Usage
 from streams.codec import DecodeError, decode
@@ -56,7 +73,9 @@ from streams.tracing import STEP, consumer_span, messaging_attributes, record_st
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("eddy.answerer")
 
-PIPELINE_VERSION = "rag-dense-v1"
+PIPELINE_VERSION = "rag-dense-sections-v1"
+#: Most chunks one vector search may return (Milvus' largest ``limit``).
+SEARCH_LIMIT = 16384
 _CITE = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -66,8 +85,11 @@ class Answerer:
     def __init__(
         self, settings: Settings, embedder: Embedder, collections: Collections, reranker: Reranker,
         generator: Generator, publisher: Publisher, dead_letters: DeadLetters,
+        owns: Callable[[RawRecord], bool] | None = None,
     ) -> None:
         self.settings = settings
+        self.owns = owns  # whether this worker still owns a record's partition (None: always)
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()  # query_id -> its query's event, newest last
         self.embedder = embedder
         self.collections = collections
         self.reranker = reranker
@@ -90,6 +112,10 @@ class Answerer:
                 return await self._handle(record)
             except DeadLetterError:
                 raise
+            except _Revoked:
+                log.info("query at %s[%d]@%d: partition revoked; its new owner answers it", record.topic,
+                         record.partition, record.offset)
+                return None
             except Exception as exc:  # boundary: no answer could be published; the record goes to dlq
                 log.exception("query at %s[%d]@%d failed", record.topic, record.partition, record.offset)
                 await self.dead_letters.send(record, "processing",
@@ -119,14 +145,46 @@ class Answerer:
             if isinstance(query_id, str) and query_id:
                 return await self._error(query_id, 0, f"invalid query: {exc.reason}")
             return None
+        seen = self._seen.get(query.query_id)
+        if seen is not None:
+            return await self._seen_before(record, query, seen)
+        seen = self._seen[query.query_id] = _Seen(str(query.event_id))
+        while len(self._seen) > self.settings.answerer_dedupe_queries:
+            self._seen.popitem(last=False)
+        try:
+            return await self._answer_once(record, query, received)
+        except _Revoked:
+            self._seen.pop(query.query_id, None)  # no terminal event here: a redelivery must be answered
+            log.info("query %s: partition revoked mid-answer; its new owner answers it", query.query_id)
+            return None
+        finally:
+            seen.done.set()
+
+    async def _seen_before(self, record: RawRecord, query: Query, seen: _Seen) -> AnswerEvent | None:
+        self._seen.move_to_end(query.query_id)
+        if seen.event_id == str(query.event_id):
+            log.info("query %s (event %s) redelivered: already answered here", query.query_id, seen.event_id)
+            return None
+        await seen.done.wait()  # the original's stream ends first: the error never lands inside it
+        reason = (f"query_id {query.query_id!r} reused: event {query.event_id} names the query_id of event "
+                  f"{seen.event_id}; query ids must be unique")
+        await self.dead_letters.send(record, "reused_id", reason)
+        return await self._error(query.query_id, 0, reason, _Sent(record=record))
+
+    async def _answer_once(self, record: RawRecord, query: Query, received: float) -> AnswerEvent:
         deadline = asyncio.timeout(self.settings.query_deadline_s)
-        sent = _Sent(deadline=deadline)
+        sent = _Sent(deadline=deadline, record=record)
         span = trace.get_current_span()
         span.set_attribute("eddy.query_id", query.query_id)
         try:
             async with deadline:
                 return await self._answer(query, received, sent)
+        except _Revoked:
+            raise
         except Exception as exc:  # boundary: every query gets exactly one terminal event
+            if sent.terminal:  # its publication began: it may have been written; never a second terminal event
+                raise TerminalPublishError(f"publishing the final answer failed ({type(exc).__name__}: {exc}); it "
+                                           "may have been delivered, so no error answer follows") from exc
             reason = f"{type(exc).__name__}: {exc}"
             if deadline.expired():
                 reason = (f"deadline exceeded: no answer within {self.settings.query_deadline_s:g} s "
@@ -136,13 +194,21 @@ class Answerer:
                 log.exception("query %s failed", query.query_id)
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, reason)
-            return await self._error(query.query_id, sent.deltas, reason)
+            return await self._error(query.query_id, sent.deltas, reason, sent)
 
-    async def _error(self, query_id: str, seq: int, reason: str) -> AnswerEvent:
+    async def _error(self, query_id: str, seq: int, reason: str, sent: _Sent | None = None) -> AnswerEvent:
         event = AnswerEvent(query_id=query_id, kind="error", seq=seq, error=reason,
                             pipeline_version=PIPELINE_VERSION)
+        if sent is not None:
+            self._fence(sent, terminal=True)
         await self.publisher.publish(self.answers_topic, query_id, event.to_bytes(), wait=True)
         return event
+
+    def _fence(self, sent: _Sent, *, terminal: bool = False) -> None:
+        """Raise _Revoked when this worker no longer owns the query's partition; mark a terminal event begun."""
+        if self.owns is not None and sent.record is not None and not self.owns(sent.record):
+            raise _Revoked()
+        sent.terminal = sent.terminal or terminal
 
     async def _answer(self, query: Query, received: float, sent: _Sent) -> AnswerEvent:
         queue_ms = max(0.0, (received - query.occurred_at.timestamp()) * 1000.0)
@@ -152,18 +218,22 @@ class Answerer:
         store = await call_blocking(partial(self.collections.get, options.collection, create=False),
                                     what=f"open collection {options.collection}", deadline_s=10.0)
         vector = await asyncio.to_thread(self.embedder.encode, [query.text])
+        # Sections, not fragments: chunks are searched, sections ranked (by their best chunk), quoted and cited.
+        wanted = max(top_k, options.retrieval_depth or 0)
         ranked: list[Hit] = (await call_blocking(
-            store.search, np.asarray(vector, dtype=np.float32), max(top_k, options.retrieval_depth or 0),
+            store.search, np.asarray(vector, dtype=np.float32),
+            min(SEARCH_LIMIT, wanted * self.settings.search_chunks_per_section),
             list(query.groups), what="vector search", deadline_s=10.0,
         ))[0]
-        ranked = self.reranker.rerank(query.text, ranked)
-        hits = ranked[:top_k]
+        sections = rank_sections(self.reranker.rerank(query.text, ranked))
+        hits = sections[:top_k]
         retrieved = [Retrieved(doc_id=h.doc_id, chunk_id=h.chunk_id, score=round(h.score, 4))
-                     for h in ranked[:options.retrieval_depth or top_k]]
+                     for h in sections[:options.retrieval_depth or top_k]]
         t1 = time.perf_counter()
         record_step(_tracer, "retrieve", t0, t1, attributes={
             "eddy.collection": options.collection or self.settings.collection, "eddy.top_k": top_k,
-            "eddy.hits": len(ranked), "eddy.top_score": ranked[0].score if ranked else 0.0})
+            "eddy.hits": len(ranked), "eddy.sections": len(sections),
+            "eddy.top_score": sections[0].score if sections else 0.0})
         if not options.generate:
             return await self._retrieval_only(query, retrieved, queue_ms, t1 - t0, sent)
         used = fit_hits(hits)
@@ -235,6 +305,7 @@ class Answerer:
                         STEP: "publish"},
         ):
             sent.lift_deadline()
+            self._fence(sent, terminal=True)
             await self.publisher.publish(self.answers_topic, query.query_id, final.to_bytes(), wait=True)
         return final
 
@@ -273,11 +344,13 @@ class Answerer:
             pipeline_version=PIPELINE_VERSION, validation={"generated": "no"},
         )
         sent.lift_deadline()
+        self._fence(sent, terminal=True)
         await self.publisher.publish(self.answers_topic, query.query_id, final.to_bytes(), wait=True)
         return final
 
     async def _delta(self, query_id: str, sent: _Sent, text: str) -> None:
         event = AnswerEvent(query_id=query_id, kind="delta", seq=sent.deltas, text=text)
+        self._fence(sent)
         await self.publisher.publish(self.answers_topic, query_id, event.to_bytes())
         sent.deltas += 1
 
@@ -288,6 +361,8 @@ class _Sent:
 
     deltas: int = 0
     deadline: asyncio.Timeout | None = None
+    record: RawRecord | None = None  # the query's record (its partition: ``Answerer.owns``)
+    terminal: bool = False  # the terminal event's publication has begun
 
     def lift_deadline(self) -> None:
         """The terminal event is built: its publication is not cut short (a cancelled publish may still be
@@ -295,6 +370,22 @@ class _Sent:
         deadline has already expired."""
         if self.deadline is not None:
             self.deadline.reschedule(None)
+
+
+@dataclass
+class _Seen:
+    """A query id the answerer took: its query's event id; ``done`` once its stream has ended."""
+
+    event_id: str
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Revoked(Exception):
+    """This worker no longer owns the query's partition: stop, publish nothing more."""
+
+
+class TerminalPublishError(Exception):
+    """The terminal event's publish call raised after its publication began (it may have been written)."""
 
 
 def _ms(seconds: float) -> float:

@@ -6,9 +6,13 @@ of ``queries`` there, because ``queries`` is keyed by conversation_id). The thre
 query_id with the same partition count, so one partition of each holds everything about a query.
 The join state (query, terminal answer, feedback waiting for them) lives in a faust Table keyed
 by query_id whose changelog is written with the same partitioner: it is restored after a
-restart and a feedback that arrives before its query or answer waits there. The changelog
-expires after 7 days like its sources (a feedback whose query or answer never comes waits that
-long at most).
+restart and a feedback that arrives before its query or answer waits there. The worker keeps it
+in RocksDB on disk (``curator_join_store``), not in RAM. It is bounded: an entry holds only what
+curation needs (no ``retrieved`` list, timings, usage or groups), keeps the first query and the first
+terminal answer of its query_id (a reused id does not replace them), carries the time of its last
+update, and goes when it is older than ``curator_join_ttl_s`` (swept every ``curator_join_sweep_s``
+by :meth:`Curator.expire`) or when the worker holds more than ``curator_join_max_entries`` (the least
+recently updated go first, on insert). The changelog itself expires after 7 days like its sources.
 
 For each shared feedback (``share=True``) whose query and answer are known: scrub the question,
 history, answer and comment together (conversation-scoped pseudonyms), apply the junk rules
@@ -30,9 +34,12 @@ conversation at a time; a conversation that still fails is dead-lettered (``proc
 record of the batch that completed it, the reason naming the feedback and query ids and the
 exception type, never its message: it may quote the text) and forgotten. When the dead-letter
 topic itself cannot be written, the handler raises DeadLetterError and nothing is acknowledged
-(the worker stops; the batch is redelivered). The scrubber runs in a worker thread with a deadline
-of ``scrub_timeout_s``; if it raises or times out the conversation is rejected with
-``scrub_failed`` and no text at all (fail closed: nothing unscrubbed is ever published).
+(the worker stops; the batch is redelivered). The scrubber runs apart from the other agents, with a
+deadline of ``scrub_timeout_s``: in its child process when it has one (``scrub_async``, e.g.
+components/scrub_process.py: killed and restarted on a timeout), else on a thread of its own (abandoned
+and replaced on a timeout) — never on the loop's shared pool; if it raises or times out the
+conversation is rejected with ``scrub_failed`` and no text at all (fail closed: nothing unscrubbed is
+ever published).
 Embedding or Milvus outages are retried with backoff without acknowledging the batch.
 """
 
@@ -42,6 +49,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
@@ -54,7 +62,7 @@ from schemas import AnswerEvent, Citation, EvalRecord, Feedback, HistoryTurn, Qu
 from streams.codec import DecodeError, decode
 from streams.dlq import DeadLetterError, DeadLetters
 from streams.records import Publisher, RawRecord
-from streams.retry import call_blocking
+from streams.retry import OwnThread, call_blocking
 from streams.topics import (
     ANSWERS,
     CURATOR_QUERIES,
@@ -70,6 +78,9 @@ log = logging.getLogger(__name__)
 
 #: Retention of the join table's changelog: that of `queries` and `answers` (streams/topics.py).
 JOIN_RETENTION_MS = 7 * DAY_MS
+#: Fields of a Query / AnswerEvent that curation never reads: not kept in the join table.
+_QUERY_UNUSED = {"groups"}
+_ANSWER_UNUSED = {"retrieved", "usage", "timings", "validation"}
 _PLACEHOLDER = re.compile(r"<([A-Z_]+)_[0-9a-f]{8}>")
 
 
@@ -102,6 +113,9 @@ class Curator:
         self.publisher = publisher
         self.dead_letters = dead_letters
         self.state = state
+        self.clock = time.time
+        self._ages: OrderedDict[bytes, float] = OrderedDict()  # key -> last update, least recent first
+        self._scrub_thread = OwnThread("eddy-scrub")
         self.topics = {spec.name: spec.full_name(settings) for spec in (
             CURATOR_QUERIES, ANSWERS, FEEDBACK, DATASETS_EVAL, DATASETS_TRAIN, FEEDBACK_REJECTED, FEEDBACK_AUDIT)}
 
@@ -165,12 +179,12 @@ class Curator:
         try:
             if topic == self.topics["curator.queries"]:
                 query = decode(Query, record.value, max_bytes=MAX_RECORD_BYTES, origin=record)
-                return self._update(query.query_id, "query", query.model_dump(mode="json"))
+                return self._update(query.query_id, "query", query.model_dump(mode="json", exclude=_QUERY_UNUSED))
             if topic == self.topics["answers"]:
                 answer = decode(AnswerEvent, record.value, max_bytes=MAX_RECORD_BYTES, origin=record)
                 if not answer.terminal:
                     return []
-                return self._update(answer.query_id, "answer", answer.model_dump(mode="json"))
+                return self._update(answer.query_id, "answer", answer.model_dump(mode="json", exclude=_ANSWER_UNUSED))
             if topic == self.topics["feedback"]:
                 feedback = decode(Feedback, record.value, max_bytes=MAX_RECORD_BYTES, origin=record)
                 if not feedback.share:
@@ -189,8 +203,14 @@ class Curator:
     def _update(self, query_id: str, field: str, value: object) -> list[_Item]:
         key = query_id.encode()
         entry = dict(self.state.get(key) or {})
-        entry[field] = value
+        if field in ("query", "answer") and field in entry:  # the first stays: a reused query_id replaces nothing
+            if entry[field].get("event_id") != value.get("event_id"):  # type: ignore[union-attr]
+                log.info("query %s: another %s for this query_id is not joined (the first stays)", query_id, field)
+        else:
+            entry[field] = value
+        entry["t"] = now = self.clock()
         self.state[key] = entry  # a new value, so the table writes its changelog
+        self._touch(key, now)
         if "query" not in entry or "answer" not in entry:
             return []
         query = Query.model_validate(entry["query"])
@@ -199,9 +219,56 @@ class Curator:
 
     def _forget(self, feedback: Feedback) -> None:
         key = feedback.query_id.encode()
-        entry = dict(self.state.get(key) or {})
+        entry = self.state.get(key)
+        if entry is None:  # dropped meanwhile (count bound)
+            return
+        entry = dict(entry)
         entry["pending"] = [f for f in entry.get("pending", []) if f["event_id"] != str(feedback.event_id)]
         self.state[key] = entry
+
+    # ------------------------------------------------------------------ bounds
+    def _touch(self, key: bytes, now: float) -> None:
+        """Record ``key``'s update; past ``curator_join_max_entries`` drop the least recently updated."""
+        self._ages[key] = now
+        self._ages.move_to_end(key)
+        self._cap()
+
+    def _cap(self) -> int:
+        dropped = 0
+        while len(self._ages) > self.settings.curator_join_max_entries:
+            old, _ = self._ages.popitem(last=False)
+            if old in self.state:
+                del self.state[old]
+                dropped += 1
+        return dropped
+
+    async def expire(self) -> int:
+        """Sweep the whole table (also entries restored from the changelog, which this worker never wrote):
+        drop entries not updated for ``curator_join_ttl_s``, then the least recently updated ones past
+        ``curator_join_max_entries``. Yields to the event loop as it goes. Returns how many were dropped."""
+        started = now = self.clock()
+        ttl, dropped = self.settings.curator_join_ttl_s, 0
+        ages: dict[bytes, float] = {}
+        for n, key in enumerate(list(self.state.keys())):
+            if n % 256 == 255:
+                await asyncio.sleep(0)
+            entry = self.state.get(key)
+            if entry is None:
+                continue
+            t = entry.get("t")
+            t = float(t) if isinstance(t, (int, float)) else self._ages.get(key, now)  # older entries: from first sight
+            if now - t > ttl:
+                del self.state[key]
+                dropped += 1
+            else:
+                ages[key] = t
+        for key, t in self._ages.items():  # updated while the sweep yielded
+            if t >= started:
+                ages[key] = t
+        self._ages = OrderedDict(sorted(ages.items(), key=lambda kv: kv[1]))
+        dropped += self._cap()
+        log.info("join table swept: %d entries kept, %d dropped", len(self._ages), dropped)
+        return dropped
 
     # ------------------------------------------------------------------ curation
     async def curate(self, items: list[_Item]) -> None:
@@ -247,9 +314,13 @@ class Curator:
             item.scrubbed = result
 
     async def _scrub_call(self, conversations: list[Conversation]) -> list[Scrubbed]:
+        timeout_s = self.settings.scrub_timeout_s
+        scrub_async = getattr(self.scrubber, "scrub_async", None)  # a scrubber in its own (killable) process
         try:
-            results = await asyncio.wait_for(asyncio.to_thread(self.scrubber.scrub_batch, conversations),
-                                             timeout=self.settings.scrub_timeout_s)
+            if scrub_async is not None:
+                results = await scrub_async(conversations, timeout_s)
+            else:
+                results = await self._scrub_thread.call(self.scrubber.scrub_batch, conversations, timeout_s=timeout_s)
         except TimeoutError as exc:
             raise TimeoutError(f"no result within {self.settings.scrub_timeout_s:g} s") from exc
         if len(results) != len(conversations) or any(

@@ -12,6 +12,11 @@ document: new chunks are upserted before stale ones are deleted and the document
 written last, so a crash at any point leaves a state that the redelivery completes.
 Changes older than the newest applied version of their document are ignored (``stale``);
 within a batch only the newest version of a document is applied (the others ``superseded``).
+Versions follow the version rule: at most the current time in microseconds since the epoch plus
+``version_skew_s`` (a nanosecond version would make every later change stale); a change above it is
+``refused`` (nothing written). Writes are fenced on the document state version, so that two owners of a
+partition during a rebalance cannot leave an older version over a newer one (agents/index_writes.py:
+the guarantee and its limits); an owner drops the changes of a partition it no longer owns (``owns``).
 
 Failures, one record at a time: undecodable or invalid records (malformed JSON, schema, unknown
 op, oversized, empty document, a reserved collection name) go to ``dlq`` with the reason and the
@@ -19,7 +24,9 @@ batch goes on. Vector-store outages (RetryableError) are retried with backoff wi
 acknowledging the batch. A change whose collection cannot be opened or created (past
 ``max_collections``: ``collection_limit``; another embedder or chunker) goes to ``dlq``, and so
 does a record whose processing fails in any other way (``processing``, the exception type in the
-reason): a failed batch is redone one change at a time, so the others are applied. When the
+reason): a failed batch is redone one change at a time, so the others are applied — except a
+delete, which is retried with backoff until it is applied (dead-lettering it would leave the
+document searchable). When the
 dead-letter topic itself cannot be written, ``handle_batch`` raises DeadLetterError and
 acknowledges nothing (the worker stops; the batch is redelivered).
 
@@ -35,27 +42,17 @@ step shared by 64 changes is recorded once, not 64 times, and stays one click aw
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import partial
 
-import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
-from components.base import (
-    Chunk,
-    Chunker,
-    ChunkRecord,
-    DocState,
-    Embedder,
-    PermanentError,
-    StoredChunk,
-    VectorStore,
-)
+from agents.index_writes import IndexWrites
+from components.base import Chunker, Embedder, PermanentError
 from components.collection_registry import Collections
 from config.settings import Settings
 from schemas import DocumentChange, IndexEvent
@@ -71,38 +68,19 @@ _tracer = trace.get_tracer("eddy.indexer")
 
 #: JSON overhead allowed above the text limit before a record is called oversized.
 _ENVELOPE_BYTES = 64 * 1024
+#: Longest wait between two attempts of a failing delete, seconds.
+_DELETE_RETRY_MAX_S = 30.0
 
 
-def meta_hash(change: DocumentChange) -> str:
-    """Hash of the stored non-content fields of a document's chunks (source, uri, title, acl)."""
-    h = hashlib.sha256()
-    for part in (change.source, change.uri, change.title, "\x1f".join(sorted(change.acl))):
-        h.update(part.encode())
-        h.update(b"\x00")
-    return h.hexdigest()[:32]
-
-
-@dataclass
-class _Plan:
-    """What to do for one document of a batch."""
-
-    record: RawRecord
-    change: DocumentChange
-    chunks: list[Chunk]
-    to_embed: list[Chunk]
-    to_rewrite: list[Chunk]
-    unchanged: int
-    stale_ids: list[str]
-
-
-class Indexer:
+class Indexer(IndexWrites):
     name = "indexer"
 
     def __init__(
         self, settings: Settings, chunker: Chunker, embedder: Embedder, collections: Collections,
-        publisher: Publisher, dead_letters: DeadLetters,
+        publisher: Publisher, dead_letters: DeadLetters, owns: Callable[[RawRecord], bool] | None = None,
     ) -> None:
         self.settings = settings
+        self.owns = owns  # whether this worker still owns a record's partition (None: always)
         self.chunker = chunker
         self.embedder = embedder
         self.collections = collections
@@ -177,6 +155,8 @@ class Indexer:
         except DeadLetterError:
             raise
         except Exception as exc:  # boundary: a batch is never acknowledged half-done
+            if len(decoded) == 1 and decoded[0][1].op == "delete":
+                return await self._retry_delete(decoded[0], exc)
             if len(decoded) == 1:
                 log.exception("indexing %s failed", decoded[0][1].doc_id)
                 await self._fail(decoded[0][0], exc, "indexing")
@@ -190,10 +170,36 @@ class Indexer:
                 events += await self.handle_batch([item[0]])
             return events
 
+    async def _retry_delete(self, item: tuple[RawRecord, DocumentChange], exc: Exception) -> list[IndexEvent]:
+        """A delete that failed is retried with backoff until it is applied (or its partition is revoked): it is
+        never dead-lettered, which would leave the document's chunks searchable."""
+        record, change = item
+        delay = 0.5
+        while True:
+            log.error("deleting %s (version %d) failed (%s: %s); retrying in %.1f s", change.doc_id, change.version,
+                      type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _DELETE_RETRY_MAX_S)
+            if self.owns is not None and not self.owns(record):
+                log.info("partition of the delete of %s revoked: its new owner applies it", change.doc_id)
+                return []
+            try:
+                return await self._apply([item])
+            except DeadLetterError:
+                raise
+            except Exception as again:  # retried
+                exc = again
+
     async def _apply(self, decoded: list[tuple[RawRecord, DocumentChange]]) -> list[IndexEvent]:
         events: list[IndexEvent] = []
         newest: dict[tuple[str | None, str], tuple[RawRecord, DocumentChange]] = {}
+        bound = self._version_bound()
         for record, change in decoded:
+            if change.version > bound:  # e.g. nanoseconds: it would make every later change stale
+                log.warning("change %s of %s refused: version %d is above the bound %d (microseconds since the "
+                            "epoch + version_skew_s)", change.event_id, change.doc_id, change.version, bound)
+                events.append(self._event(change, "refused"))
+                continue
             key = (change.collection, change.doc_id)
             current = newest.get(key)
             if current is None or change.version >= current[1].version:
@@ -245,121 +251,6 @@ class Indexer:
             with trace.use_span(span, end_on_exit=True):  # the IndexEvent carries the change's trace
                 await self.publisher.publish(self.index_topic, event.doc_id, event.to_bytes())
         await self.publisher.flush()
-
-    async def _prepare(
-        self, store: VectorStore, items: list[tuple[RawRecord, DocumentChange]], events: list[IndexEvent]
-    ) -> list[list[_Plan]]:
-        """Drop stale changes (their events are published at once), chunk and diff the rest, and
-        group the plans so that each group embeds about ``embed_group_chunks`` chunks: a group's
-        writes and IndexEvents land before the next group is embedded."""
-        with step(_tracer, "version_check", **{"eddy.documents": len(items)}):
-            states = await call_blocking(store.doc_states, [c.doc_id for _, c in items], what="read document states")
-        stale: list[IndexEvent] = []
-        live: list[tuple[RawRecord, DocumentChange]] = []
-        for record, change in items:
-            state = states.get(change.doc_id)
-            if state is not None and change.version < state.version:
-                stale.append(self._event(change, "stale"))
-            else:
-                live.append((record, change))
-        await self._publish(stale)
-        events += stale
-        if not live:
-            return []
-        with step(_tracer, "diff", **{"eddy.documents": len(live)}):  # the stored side of the chunk-id diff
-            stored = await call_blocking(store.stored_chunks, [c.doc_id for _, c in live], what="read stored chunks")
-        with step(_tracer, "chunk", **{"eddy.documents": len(live)}):  # chunk, then compare ids with ``stored``
-            plans = await call_blocking(self._plan, live, stored, what="chunk documents")
-        groups: list[list[_Plan]] = [[]]
-        size = 0
-        for plan in plans:
-            if groups[-1] and size + len(plan.to_embed) > self.settings.embed_group_chunks:
-                groups.append([])
-                size = 0
-            groups[-1].append(plan)
-            size += len(plan.to_embed)
-        return groups
-
-    async def _write(self, store: VectorStore, plans: list[_Plan]) -> list[IndexEvent]:
-        """Embed, upsert new chunks, delete stale ones, then record the document states (in that order)."""
-        t0 = time.perf_counter()
-        vectors = await self._vectors_for(store, plans)
-        t1 = time.perf_counter()
-        records = [
-            self._record(plan.change, chunk, vectors[chunk.chunk_id])
-            for plan in plans for chunk in plan.to_embed + plan.to_rewrite
-        ]
-        if records:
-            with step(_tracer, "upsert", **{"eddy.chunks": len(records)}):
-                await call_blocking(store.upsert_chunks, records, what="upsert chunks")
-        stale = [cid for plan in plans for cid in plan.stale_ids]
-        if stale:
-            with step(_tracer, "delete", **{"eddy.chunks": len(stale)}):
-                await call_blocking(store.delete_chunks, stale, what="delete stale chunks")
-        await call_blocking(
-            store.set_doc_states,
-            [DocState(p.change.doc_id, p.change.version, p.change.op == "delete", p.change.source) for p in plans],
-            what="write document states",
-        )
-        searchable_at = time.time()
-        log.info(
-            "indexed %d documents into %s: %d chunks embedded, %d rewritten, %d deleted (embed %.0f ms, write %.0f ms)",
-            len(plans), store.collection, sum(len(p.to_embed) for p in plans),
-            sum(len(p.to_rewrite) for p in plans), len(stale),
-            (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3,
-        )
-        events = []
-        for plan in plans:
-            embedded = len(plan.to_embed)
-            changed = embedded or plan.to_rewrite or plan.stale_ids
-            status = "deleted" if plan.change.op == "delete" else ("indexed" if changed else "unchanged")
-            events.append(self._event(
-                plan.change, status, total=len(plan.chunks), embedded=embedded, deleted=len(plan.stale_ids),
-                unchanged=plan.unchanged, searchable_at=searchable_at,
-            ))
-        return events
-
-    def _plan(
-        self, live: list[tuple[RawRecord, DocumentChange]], stored: dict[str, list[StoredChunk]]
-    ) -> list[_Plan]:
-        plans = []
-        for record, change in live:
-            have = {s.chunk_id: s.meta_hash for s in stored.get(change.doc_id, [])}
-            if change.op == "delete":
-                plans.append(_Plan(record, change, [], [], [], 0, sorted(have)))
-                continue
-            chunks = self.chunker.chunk(change.doc_id, change.text, change.content_type, change.title)
-            wanted_meta = meta_hash(change)
-            to_embed = [c for c in chunks if c.chunk_id not in have]
-            to_rewrite = [c for c in chunks if c.chunk_id in have and have[c.chunk_id] != wanted_meta]
-            wanted = {c.chunk_id for c in chunks}
-            plans.append(_Plan(
-                record, change, chunks, to_embed, to_rewrite,
-                unchanged=len(chunks) - len(to_embed) - len(to_rewrite),
-                stale_ids=sorted(set(have) - wanted),
-            ))
-        return plans
-
-    async def _vectors_for(self, store: VectorStore, plans: list[_Plan]) -> dict[str, np.ndarray]:
-        """Embed new chunks (each distinct text once, one batched call) and fetch stored vectors of rewritten ones."""
-        vectors: dict[str, np.ndarray] = {}
-        new = [c for p in plans for c in p.to_embed]
-        if new:
-            texts = list(dict.fromkeys(c.embed_text for c in new))
-            with step(_tracer, "embed", **{"eddy.texts": len(texts), "eddy.embedder": self.embedder.model_id}):
-                matrix = await call_blocking(self.embedder.encode, texts, what="embed chunks")
-            by_text = dict(zip(texts, matrix, strict=True))
-            vectors.update((c.chunk_id, by_text[c.embed_text]) for c in new)
-        rewrite = [c.chunk_id for p in plans for c in p.to_rewrite]
-        if rewrite:
-            vectors.update(await call_blocking(store.vectors, rewrite, what="read stored vectors"))
-        return vectors
-
-    def _record(self, change: DocumentChange, chunk: Chunk, vector: np.ndarray) -> ChunkRecord:
-        return ChunkRecord(
-            chunk=chunk, source=change.source, uri=change.uri, title=change.title,
-            acl=tuple(sorted(change.acl)), meta_hash=meta_hash(change), vector=vector,
-        )
 
     def _event(
         self, change: DocumentChange, status: str, *, total: int = 0, embedded: int = 0,

@@ -93,11 +93,12 @@ class Sample:
 
 
 TEMPLATES = {
-    "PERSON": ["Hi, I'm {v}.", "My colleague {v} told me to ask here.", "Thanks, {v}", "{v} from accounting says it broke.",
-               "Please forward this to {v}.", "Regards, {v}", "I asked {v} and she had no idea either.",
-               "This is {v}, the on-call engineer this week."],
+    "PERSON": ["Hi, I'm {v}.", "My colleague {v} told me to ask here.", "Thanks, {v}",
+               "{v} from accounting says it broke.", "Please forward this to {v}.", "Regards, {v}",
+               "I asked {v} and she had no idea either.", "This is {v}, the on-call engineer this week."],
     "EMAIL": ["Write to {v} if you need the logs.", "my email is {v}", "cc {v}", "Send the report to {v} please."],
-    "PHONE": ["Call me at {v}.", "my number: {v}", "You can reach the on-call phone at {v} tonight.", "text {v} when done"],
+    "PHONE": ["Call me at {v}.", "my number: {v}", "You can reach the on-call phone at {v} tonight.",
+              "text {v} when done"],
     "CARD": ["I paid with card {v} but got no receipt.", "card number {v}", "the order used {v} as payment"],
     "IBAN": ["Transfer to IBAN {v}.", "the refund goes to account {v}", "Our IBAN is {v} for the invoice."],
     "IP": ["The server at {v} refuses connections.", "ssh into {v} and run it", "curl http://{v}:8080/health fails",

@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds per dtype, alternating which goes first")
     args = parser.parse_args()
     base = Settings()
-    chunker = StructureChunker(base.chunk_max_chars, base.chunk_overlap_chars)
+    chunker = StructureChunker(base.chunk_max_chars, base.chunk_overlap_chars, base.chunk_prefix)
     texts: list[str] = []
     for f in python_docs_files(ensure_python_docs(base.home / "data")):
         texts += [c.embed_text for c in chunker.chunk(f.doc_id, read_text(f.path), f.content_type, f.title)]

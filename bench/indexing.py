@@ -40,7 +40,7 @@ def main() -> None:
                                content_type=f.content_type, source="bench") for f, text in pages]
 
     changes = documents()
-    chunker = StructureChunker(base.chunk_max_chars, base.chunk_overlap_chars)
+    chunker = StructureChunker(base.chunk_max_chars, base.chunk_overlap_chars, base.chunk_prefix)
     texts = [c.embed_text for ch in changes for c in chunker.chunk(ch.doc_id, ch.text, ch.content_type, ch.title)]
     unique = len(set(texts))
 

@@ -1,6 +1,7 @@
 """Query path: TTFT and total latency for real Python FAQ questions, and the overhead of the path.
 
     .venv/bin/python -m bench.query_path [--queries 20] [--max-tokens 64]
+        [--generator openai --generator-url http://127.0.0.1:8000/v1 --generator-model NAME]
 
 The FAQ pages (faq/*.rst.txt of Debian's python3.11-doc) are indexed into the benchmark's own
 collection; questions are their headings ending in '?', asked one after another through
@@ -50,11 +51,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--generator", default=None, help="the generator setting (default: EDDY_GENERATOR)")
+    parser.add_argument("--generator-url", default=None, help="'openai': base URL of the server, up to /v1")
+    parser.add_argument("--generator-model", default=None, help="'openai': served model or LoRA adapter name")
     args = parser.parse_args()
+    overrides = {name: value for name, value in (("generator", args.generator), ("generator_url", args.generator_url),
+                                                 ("generator_model", args.generator_model)) if value is not None}
     base = Settings()
     files = [f for f in python_docs_files(ensure_python_docs(base.home / "data")) if ":faq/" in f.doc_id]
     questions = faq_questions(files)[: args.queries]
-    with bench_stack("query", ("indexer", "answerer")) as (settings, stack, client):
+    with bench_stack("query", ("indexer", "answerer"), **overrides) as (settings, stack, client):
         ingest_source(client, [DocumentChange(op="upsert", doc_id=f.doc_id, version=1, title=f.title, uri=f.uri,
                                               text=read_text(f.path), content_type=f.content_type) for f in files],
                       timeout_s=600)

@@ -7,6 +7,12 @@ only on the document title, its section's heading path and its section's text, s
 one section changes the chunk ids of that section only: the rest of the document need not
 be re-embedded.
 
+What is embedded (``embed_text``) is the chunk's text under its section's own heading only
+(``prefix="heading"``, the default): neither the document title nor the ancestor headings, which
+every sibling section shares and which pull siblings together and away from the question
+(``bench.eval_chunking``: the title path cost 0.04 nDCG@10 on python-faq and gained nothing on
+another domain). ``prefix="path"`` embeds "title > heading path" as before (``structure-v1`` ids).
+
 Sizes are counted in Python ``str`` characters (code points), not bytes or tokens.
 """
 
@@ -19,9 +25,11 @@ from bisect import bisect_right
 from components.base import Chunk
 from components.parsing import parse_sections
 
-__all__ = ["StructureChunker"]
+__all__ = ["PREFIXES", "StructureChunker"]
 
 _VERSION = "structure-v1"
+#: What ``embed_text`` may put above a chunk's text (see :class:`StructureChunker`).
+PREFIXES = ("heading", "path")
 
 
 # --------------------------------------------------------------------------- splitting
@@ -93,29 +101,38 @@ class StructureChunker:
 
     Args:
         max_chars: largest chunk ``text``, in characters (>= 100). The ``embed_text`` adds
-            the title and section path on top.
+            the heading on top.
         overlap_chars: at most this many trailing characters of a chunk (whole sentences,
             else whole words) are repeated at the start of the next chunk of the same
             section; ``0 <= overlap_chars < max_chars / 2``.
+        prefix: what ``embed_text`` puts above the text: ``"heading"`` the section's own
+            (innermost) heading, nothing for text outside any heading; ``"path"`` the
+            document title and the whole heading path (``structure-v1`` before prefixes).
 
     Raises:
         ValueError: on parameters outside those ranges.
     """
 
-    def __init__(self, max_chars: int = 1000, overlap_chars: int = 150) -> None:
+    def __init__(self, max_chars: int = 1000, overlap_chars: int = 150, prefix: str = "heading") -> None:
         if max_chars < 100:
             raise ValueError(f"max_chars must be >= 100, got {max_chars}")
         if overlap_chars < 0 or overlap_chars >= max_chars / 2:
-            raise ValueError(f"overlap_chars must be in [0, max_chars/2), got {overlap_chars} for max_chars={max_chars}")
+            raise ValueError(
+                f"overlap_chars must be in [0, max_chars/2), got {overlap_chars} for max_chars={max_chars}")
+        if prefix not in PREFIXES:
+            raise ValueError(f"prefix must be one of {', '.join(PREFIXES)}, got {prefix!r}")
         self.max_chars = max_chars
         self.overlap_chars = overlap_chars
+        self.prefix = prefix
         # Pieces of an over-long paragraph leave room for a full overlap plus a 1-char joiner.
         self._piece_limit = max_chars - overlap_chars - 1 if overlap_chars else max_chars
 
     @property
     def config_id(self) -> str:
-        """``structure-v1:max=<max_chars>,overlap=<overlap_chars>``; changes whenever output would."""
-        return f"{_VERSION}:max={self.max_chars},overlap={self.overlap_chars}"
+        """``structure-v1:max=<max_chars>,overlap=<overlap_chars>[,prefix=<prefix>]`` (no ``prefix`` part
+        for ``"path"``, the ids of collections built before prefixes); changes whenever output would."""
+        tail = "" if self.prefix == "path" else f",prefix={self.prefix}"
+        return f"{_VERSION}:max={self.max_chars},overlap={self.overlap_chars}{tail}"
 
     def chunk(self, doc_id: str, text: str, content_type: str, title: str = "") -> list[Chunk]:
         """Split one document into chunks, in document order.
@@ -124,12 +141,13 @@ class StructureChunker:
             doc_id: document id, part of every ``chunk_id``.
             text: the document source.
             content_type: one of :data:`components.parsing.CONTENT_TYPES` (``; charset=...`` ignored).
-            title: document title, prefixed to each ``embed_text`` (omitted when empty or
-                equal to the outermost heading of the chunk's section).
+            title: document title; with ``prefix="path"`` prefixed to each ``embed_text``
+                (omitted when empty or equal to the outermost heading of the chunk's section).
 
         Returns:
             Chunks with ``ordinal`` 0, 1, ...; ``[]`` for blank text. Each ``text`` has at
-            most ``max_chars`` characters.
+            most ``max_chars`` characters. With ``prefix="heading"`` a chunk under a heading has
+            its id hashed over its section path and anchor too (see ``Chunk`` for the rest).
 
         Raises:
             ValueError: unsupported content type.
@@ -142,15 +160,21 @@ class StructureChunker:
             if not sec.paragraphs:
                 continue
             section = " > ".join(sec.path)
-            head = " > ".join(
-                p for p in ((title if not sec.path or sec.path[0] != title else ""), section) if p
-            )
+            if self.prefix == "heading":
+                head = sec.path[-1] if sec.path else ""
+            else:
+                head = " > ".join(
+                    p for p in ((title if not sec.path or sec.path[0] != title else ""), section) if p
+                )
             for body in self._split_section(sec.paragraphs):
                 embed = f"{head}\n{body}" if head else body
                 h = _sha256(embed)
                 occ = seen.get(h, 0)
                 seen[h] = occ + 1
-                cid = _sha256(f"{doc_id}\x00{h}\x00{occ}")[:32]
+                # embed_text no longer names the heading path or anchor: the id does, so that a renamed
+                # parent heading or a new anchor rewrites the chunk's stored section and link.
+                where = f"\x00{section}\x00{sec.anchor}" if self.prefix != "path" and (section or sec.anchor) else ""
+                cid = _sha256(f"{doc_id}\x00{h}\x00{occ}{where}")[:32]
                 chunks.append(Chunk(cid, doc_id, body, embed, section, sec.anchor, h, len(chunks)))
         return chunks
 

@@ -2,6 +2,11 @@
 
 Pure string functions shared by the parsers of :mod:`components.parsing`: the ids docutils
 and GitHub derive from a heading, and reST inline markup reduced to its rendered text.
+
+Every pattern runs in time linear in its input (``tests/unit/test_linear_time.py``): where a match
+attempt can fail after scanning far (an unclosed backquote, a run of role markers, an emphasis
+start without an end), the pattern has a last alternative that consumes the stretch every later
+start inside it would fail on too, and leaves it as it is (``_keep``), so no stretch is scanned twice.
 """
 
 from __future__ import annotations
@@ -40,17 +45,28 @@ def github_slug(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- reST inline markup
-_RST_ROLE = re.compile(r"(?::[\w.+-]+)+:`((?:[^`\\]|\\.)*)`")
-_RST_REF = re.compile(r"`((?:[^`\\]|\\.)*)`__?")
+# A run of role markers (":py:func:"), else consumed whole: a later ":" of the run fails as the first did.
+_RST_ROLE = re.compile(r"(?::[\w.+-]++)++(?::`((?:[^`\\]|\\.)*+)`)?")
+# The text up to an unescaped backquote; group 2 is None when no "`_" follows: every backquote
+# inside (escaped) would reach the same end, so the stretch is consumed and kept.
+_RST_REF = re.compile(r"`((?:[^`\\]|\\.)*+)(`__?)?")
 _RST_LITERAL = re.compile(r"``(.+?)``")
 _RST_STRONG = re.compile(r"\*\*(.+?)\*\*")
-_RST_EMPH = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
-_RST_INTERP = re.compile(r"`((?:[^`\\]|\\.)*)`(?::[\w.+-]+:)?")
-_EXPLICIT_TITLE = re.compile(r"^(.*?)\s*<[^<>]*>$", re.DOTALL)
+# An emphasis start without an end: no later start on its line has one either (its ends are a subset).
+_RST_EMPH = re.compile(r"(?<![\w*])\*(?!\s)(?:(.+?)(?<!\s)\*(?![\w*])|.*)")
+_RST_INTERP = re.compile(r"`((?:[^`\\]|\\.)*+)(`(?::[\w.+-]+:)?)?")
+# "(?<!\s)": the shortest title never ends in whitespace, and a whitespace run is tried from its start only.
+_EXPLICIT_TITLE = re.compile(r"^(.*?)(?<!\s)\s*<[^<>]*>$", re.DOTALL)
 _ESCAPE = re.compile(r"\\(.)")
 
 
+def _keep(m: re.Match[str]) -> str:
+    return m.group(0)
+
+
 def _role_text(m: re.Match[str]) -> str:
+    if m.group(1) is None:
+        return _keep(m)
     role = m.group(0)[: m.group(0).index("`")].strip(":").lower()
     content = m.group(1)
     t = _EXPLICIT_TITLE.match(content)
@@ -66,6 +82,8 @@ def _role_text(m: re.Match[str]) -> str:
 
 
 def _ref_text(m: re.Match[str]) -> str:
+    if m.group(2) is None:
+        return _keep(m)
     t = _EXPLICIT_TITLE.match(m.group(1))
     return t.group(1) if t and t.group(1) else m.group(1)
 
@@ -81,9 +99,9 @@ def rst_inline_text(text: str) -> str:
     s = _RST_LITERAL.sub(r"\1", text)
     s = _RST_ROLE.sub(_role_text, s)
     s = _RST_REF.sub(_ref_text, s)
-    s = _RST_INTERP.sub(r"\1", s)
+    s = _RST_INTERP.sub(lambda m: _keep(m) if m.group(2) is None else m.group(1), s)
     s = _RST_STRONG.sub(r"\1", s)
-    s = _RST_EMPH.sub(r"\1", s)
+    s = _RST_EMPH.sub(lambda m: _keep(m) if m.group(1) is None else m.group(1), s)
     s = _ESCAPE.sub(lambda m: "" if m.group(1) == " " else m.group(1), s)
     return " ".join(s.split())
 

@@ -4,6 +4,12 @@
 paragraphs) in document order; :func:`first_rst_title` reads the title of a reST document.
 Anchors are the ids each format's renderer gives its headings (docutils for reST, GitHub
 for Markdown, ``id`` attributes for HTML), so a section can be linked to.
+
+Parsing takes time linear in the text (``tests/unit/test_linear_time.py``): no pattern is applied
+where a failed attempt would be retried from each of many later starts over the same stretch (see
+the comment at each pattern), and the HTML parser ends an unterminated tag, comment or declaration at
+the end of the input (HTML5 tokenizer; :class:`_HTMLSections`) instead of re-scanning the rest once
+per ``<``, which Python 3.11.7's ``html.parser`` does.
 """
 
 from __future__ import annotations
@@ -89,7 +95,10 @@ def _adorn_char(line: str) -> str | None:
     return line[0] if _ADORN.match(line) else None
 
 
-_EXTERNAL_TARGET = re.compile(r"^\.\.[ \t]+_(`(?:[^`\\]|\\.)+`|(?:[^:`\\]|\\.)+):[ \t]+\S", re.MULTILINE)
+# A target name goes on over indented lines only (docutils' explicit markup block): from each
+# ".. _" the scan stops at the next unindented line, which holds the next start.
+_EXTERNAL_TARGET = re.compile(
+    r"^\.\.[ \t]+_(`(?:[^`\\\n]|\\.|\n(?=[ \t]))+`|(?:[^:`\\\n]|\\.|\n(?=[ \t]))+):[ \t]+\S", re.MULTILINE)
 _EMBEDDED_URI = re.compile(r"`([^`<>]+)<[^<>`]+>`_(?!_)")
 # Explicit markup that renders nothing readable: comments and these directives.
 _NOISE_DIRECTIVES = (
@@ -220,10 +229,14 @@ def first_rst_title(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- Markdown
-_ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+# The title is empty or ends in a non-blank (the shortest one always does), so the closing
+# sequence is tried after non-blanks only and a run of blanks is scanned once, not once per blank.
+_ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(|.*?[^ \t\n]))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
-_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_MARK = re.compile(r"[`*]|(?<!\w)_+|_+(?!\w)")
+# A link, else (group 3 None) the stretch every later "[" inside it would fail on too, kept as is.
+_MD_LINK = re.compile(r"!?\[([^\]]*+)(?:\]\(([^)]*+)(\))?)?")
+# "(?<!_)": a run of "_" is tried from its first "_" only (a later one reaches the same end).
+_MD_MARK = re.compile(r"[`*]|(?<!\w)_+|(?<!_)_++(?!\w)")
 
 
 def _parse_markdown(text: str) -> list[Section]:
@@ -247,7 +260,8 @@ def _parse_markdown(text: str) -> list[Section]:
         if m is None:
             body.append(line)
             continue
-        title = " ".join(_MD_MARK.sub("", _MD_LINK.sub(r"\1", m.group(2) or "")).split())
+        text = _MD_LINK.sub(lambda k: k.group(1) if k.group(3) else k.group(0), m.group(2) or "")
+        title = " ".join(_MD_MARK.sub("", text).split())
         if not title:
             continue
         out.sections[-1].paragraphs = _paragraphs(body)
@@ -273,8 +287,18 @@ _ANCHOR_TAGS = frozenset({"a", "article", "div", "header", "main", "section", "s
 
 
 class _HTMLSections(HTMLParser):
+    """Sections of an HTML document; linear time.
+
+    ``html.parser`` (3.11.7) answers "unterminated" for a ``<tag``, ``</``, ``<!--``, ``<!``, ``<?``
+    without its end, and at the end of input re-parses from the next ``<``: every later ``<`` scans
+    the rest again (``"<a" * n``: quadratic). Here an unterminated construct at the end of input takes
+    the rest of it, as the HTML5 tokenizer does and as CPython does from 3.11.13 (gh-135462); a
+    ``<![`` that is not a marked section is a bogus comment (the stdlib raised AssertionError).
+    """
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
+        self.eof = False
         self.out = _Outline()
         self.buf: list[str] = []
         self.skip = 0
@@ -284,6 +308,36 @@ class _HTMLSections(HTMLParser):
         self.head_ids: list[str] = []
         self.pending_id = ""
 
+    # --- linear-time end of input (see the class docstring)
+    def close(self) -> None:
+        self.eof = True
+        super().close()
+
+    def _rest(self, k: int) -> int:
+        return len(self.rawdata) if k < 0 and self.eof else k
+
+    def parse_starttag(self, i: int) -> int:
+        return self._rest(super().parse_starttag(i))
+
+    def parse_endtag(self, i: int) -> int:
+        if i + 2 == len(self.rawdata):  # a final "</" is text
+            return -1
+        return self._rest(super().parse_endtag(i))
+
+    def parse_comment(self, i: int, report: bool = True) -> int:
+        return self._rest(super().parse_comment(i, report))
+
+    def parse_pi(self, i: int) -> int:
+        return self._rest(super().parse_pi(i))
+
+    def parse_html_declaration(self, i: int) -> int:
+        try:
+            k = super().parse_html_declaration(i)
+        except AssertionError:  # "<![" without a known marked-section keyword
+            k = self.parse_bogus_comment(i)
+        return self._rest(k)
+
+    # --- sections
     def flush(self) -> None:
         text = "".join(self.buf)
         self.buf = []

@@ -3,6 +3,14 @@ patterns and recognizers Presidio lacks (secrets, passwords, titled and gazettee
 military addresses, any-group credit cards), the allow list of technical names, and the cleaning of
 raw detections (``plausible``: implausible ones on technical text dropped; ``resolve``: overlaps
 resolved in favour of the exact patterns). Used by ``components.scrubbing.PresidioScrubber``.
+
+Linear time (``tests/unit/test_linear_time.py``): a scrubber that holds the GIL for minutes on one
+crafted message stops the worker's heartbeats. Where a pattern can fail after a long scan, and every
+later start inside that stretch would fail the same way, the pattern ends with an alternative that
+consumes the stretch without a ``v``/``w`` group (nothing is reported for it); the comment at each
+pattern says why the stretch is safe to skip, so the detections are those of the original patterns.
+Presidio's email pattern and context enhancer and spaCy's tokenizer are wrapped for the same reason
+(``EMAIL_PATTERN``, ``make_context_enhancer``, ``bounded_tokenizer``).
 """
 
 from __future__ import annotations
@@ -54,8 +62,9 @@ STREET_SUFFIXES = (
 
 
 SECRET_PATTERNS = (
-    # private key blocks (PEM, OpenSSH)
-    r"(?P<v>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)",
+    # private key blocks (PEM, OpenSSH); a BEGIN with no END after it consumes the rest (no later one has an END)
+    r"(?P<v>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)"
+    r"|-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*",
     # cloud and SaaS keys with a recognisable prefix
     r"\b(?P<v>(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16})\b",  # AWS access key id
     r"\b(?P<v>AIza[0-9A-Za-z_\-]{35})",  # Google API key
@@ -67,20 +76,23 @@ SECRET_PATTERNS = (
     r"\b(?P<v>sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,})",  # OpenAI / Anthropic style
     r"\b(?P<v>hf_[A-Za-z0-9]{30,})\b",  # Hugging Face
     r"\b(?P<v>SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,})",  # SendGrid
-    r"\b(?P<v>eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,})",  # JWT
+    # JWT; else its first segment (a later "eyJ" in it reaches the same "." and fails the same way)
+    r"\b(?:(?P<v>eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,})|eyJ[A-Za-z0-9_\-]*+)",
     # Azure storage connection strings and SAS signatures
     r"(?i)\b(?:AccountKey|SharedAccessKey|sig)=(?P<v>[A-Za-z0-9%+/]{20,}={0,2})",
     # bearer / basic tokens in headers or prose
     r"(?i)\b(?:bearer|basic|token)\s+(?P<v>[A-Za-z0-9\-._~+/]{16,}=*)",
-    # key = value assignments of anything named like a credential
-    r"(?i)\b[\w.\-]*(?:api[_\-]?key|apikey|secret|token|access[_\-]?key|private[_\-]?key|client[_\-]?secret|"
-    r"auth[_\-]?key|credentials?)[\w.\-]*[\"']?\s*(?:[:=]|=>)\s*[\"']?(?P<v>[A-Za-z0-9/+_\-.~]{12,}=*)",
-    # the password of a URL's user info: scheme://user:PASSWORD@host
-    r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]+:(?P<v>[^\s@/]+)@",
+    # key = value assignments of anything named like a credential. The name is the rest of its [\w.-] run
+    # (what follows it is not in the run), so every start in a run has the same fate: else the run is consumed.
+    r"(?i)\b(?:(?=[\w.\-]*?(?:api[_\-]?key|apikey|secret|token|access[_\-]?key|private[_\-]?key|client[_\-]?secret|"
+    r"auth[_\-]?key|credentials?))[\w.\-]++[\"']?\s*(?:[:=]|=>)\s*[\"']?(?P<v>[A-Za-z0-9/+_\-.~]{12,}=*)|[\w.\-]++)",
+    # the password of a URL's user info: scheme://user:PASSWORD@host; else the scheme-like run is consumed
+    r"\b(?:[a-zA-Z][a-zA-Z0-9+.\-]*+://[^\s:/@]++:(?P<v>[^\s@/]++)@|[a-zA-Z][a-zA-Z0-9+.\-]*+)",
 )
 PASSWORD_PATTERNS = (
     r"(?i)\b(?:password|passwd|passphrase|pwd|pass|pw)[\"']?\s*(?:[:=]|=>)\s*[\"']?(?P<v>[^\s\"',;]{3,})",
-    r"(?i)\b(?:password|passphrase)\s+(?:is|was|to)\s*[:=]?\s*[\"']?(?P<v>[^\s\"',;]{4,})",
+    # "\s*[:=]?\s*" backtracked quadratically over a run of blanks: the same choices, each blank run taken whole
+    r"(?i)\b(?:password|passphrase)\s+(?:is|was|to)\s*+(?:[:=]\s*+)?[\"']?(?P<v>[^\s\"',;]{4,})",
 )
 
 #: US military mail (USPS Publication 28, section 225): "PSC 3191, Box 2845, APO AE 79585".
@@ -95,8 +107,28 @@ def street_pattern() -> str:
     suffix = "|".join(sorted(STREET_SUFFIXES, key=len, reverse=True))
     unit = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|#)\s*[A-Za-z0-9\-]+)?"
     city = r"(?:,?\s+[A-Z][A-Za-z.'\-]+(?:\s+[A-Z][A-Za-z.'\-]+){0,3},\s+[A-Z]{2}\s+\d{5}(?:-\d{4})?)?"
+    # w: the first word is the rest of its [A-Za-z.'-] run, so a later start in the run ("A.B.C") fails as
+    # this one did: the run is consumed (no group).
     return (rf"\b(?P<v>\d{{1,6}}\s+(?:[A-Z][A-Za-z.'\-]*\s+){{1,4}}(?:{suffix})\b\.?{unit}{city})"
-            r"|(?P<w>\b[A-Z][A-Za-z.'\-]+(?:\s+[A-Z][A-Za-z.'\-]+){0,3},\s+[A-Z]{2}\s+\d{5}(?:-\d{4})?\b)")
+            r"|(?P<w>\b[A-Z][A-Za-z.'\-]+(?:\s+[A-Z][A-Za-z.'\-]+){0,3},\s+[A-Z]{2}\s+\d{5}(?:-\d{4})?\b)"
+            r"|\b[A-Z][A-Za-z.'\-]*+")
+
+
+def internal_host_patterns(internal: str) -> tuple[str, str]:
+    """INTERNAL_HOST: a name under one of the ``internal`` suffixes (an alternation), or an AWS-style
+    ``ip-10-0-0-1`` host. A label is matched atomically (it must end at its "."), and when no suffix
+    follows the chain of labels, the chain is consumed: a later label in it has a subset of the ends."""
+    label = r"(?>[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)\."
+    return (rf"(?i)\b(?:(?P<v>(?:{label})+(?:{internal}))\b(?!\.[a-z0-9])|(?:{label})++)",
+            r"(?i)\b(?P<v>(?:ip|ec2|host|node)-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}(?:\.[\w\-]+)*)")
+
+
+#: Presidio's EmailRecognizer pattern (2.2.366) made linear for the ``regex`` module Presidio uses: the
+#: local part is the rest of its run of allowed characters, so when what follows fails, ``(*SKIP)``
+#: resumes after the run (its other starts reach the same "@"); the original scanned the run from each.
+_EMAIL_CHAR = r"[!#$%&'*+\-/=?^_`{|}~\w]"
+EMAIL_PATTERN = (rf"\b{_EMAIL_CHAR}[!#$%&'*+\-/=?^_`{{|}}~\.\w]*+(*SKIP)(?<={_EMAIL_CHAR})"
+                 r"[@]\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+\b")
 
 
 def make_group_recognizer():  # noqa: ANN202 - the class needs presidio, imported lazily
@@ -151,31 +183,38 @@ def resolve(text: str, results: list) -> list:
     """Clean Presidio's raw results: drop implausible ones (``plausible``); one result per (type,
     span) (the highest score); drop a pattern result lying inside another one (a "phone number"
     inside an IP address, a "card" inside an IBAN; on equal spans ``_PRIORITY`` decides); drop NER
-    results whose text outside the overlapping pattern results has no letter or digit."""
+    results whose text outside the overlapping pattern results (and NER results kept before them)
+    has no letter or digit. O(r log r + n): containment by a sweep over sorted spans, coverage by a mask
+    (comparing every pair was quadratic in the number of detections)."""
     best: dict[tuple[str, int, int], object] = {}
     for r in results:
         key = (r.entity_type, r.start, r.end)
         if plausible(r.entity_type, text[r.start:r.end]) and (key not in best or r.score > best[key].score):
             best[key] = r
     patterns = [r for r in best.values() if r.entity_type not in _NER_ENTITIES]
-
-    def beaten(r: object, q: object) -> bool:
-        if q is r or not (q.start <= r.start and r.end <= q.end):
-            return False
-        if q.end - q.start != r.end - r.start:
-            return True
-        return _PRIORITY.index(q.entity_type) < _PRIORITY.index(r.entity_type)
-
-    kept = [r for r in patterns if not any(beaten(r, q) for q in patterns)]
+    by_span: dict[tuple[int, int], list] = {}
+    for r in patterns:
+        by_span.setdefault((r.start, r.end), []).append(r)
+    inside: set[tuple[int, int]] = set()  # spans lying inside a longer pattern span
+    reach, group_start, group_end = -1, None, -1  # max end of spans starting before the current start
+    for span in sorted(by_span, key=lambda sp: (sp[0], -sp[1])):
+        if span[0] != group_start:
+            reach, group_start, group_end = max(reach, group_end), span[0], span[1]
+        elif span[1] < group_end:  # a span of the same start and larger end contains it
+            inside.add(span)
+        if reach >= span[1]:
+            inside.add(span)
+    top = {span: min(_PRIORITY.index(r.entity_type) for r in rs) for span, rs in by_span.items() if len(rs) > 1}
+    kept = [r for r in patterns if (r.start, r.end) not in inside
+            and ((r.start, r.end) not in top or _PRIORITY.index(r.entity_type) == top[(r.start, r.end)])]
+    covered = bytearray(len(text))
+    for p in kept:
+        covered[p.start:p.end] = b"\x01" * (p.end - p.start)
     for r in best.values():
-        if r.entity_type not in _NER_ENTITIES:
-            continue
-        rest = list(text[r.start:r.end])
-        for p in kept:
-            for i in range(max(p.start, r.start), min(p.end, r.end)):
-                rest[i - r.start] = " "
-        if any(c.isalnum() for c in rest):
-            kept.append(r)
+        if r.entity_type in _NER_ENTITIES:
+            if any(c.isalnum() for c, cov in zip(text[r.start:r.end], covered[r.start:r.end]) if not cov):
+                kept.append(r)
+                covered[r.start:r.end] = b"\x01" * (r.end - r.start)
     return kept
 
 
@@ -232,3 +271,69 @@ def make_gazetteer_recognizer():  # noqa: ANN202 - the class needs presidio, imp
             return out
 
     return NameGazetteerRecognizer
+
+
+def make_context_enhancer():  # noqa: ANN202 - the class needs presidio, imported lazily
+    """Presidio's ``LemmaContextAwareEnhancer`` (same parameters, same scores) without its per-result
+    scans of the whole token list (finding the result's token, walking back to the nearest keywords):
+    quadratic in the number of detections. Token ends and keyword positions are indexed once per text."""
+    from bisect import bisect_left, bisect_right
+
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    class IndexedContextEnhancer(LemmaContextAwareEnhancer):
+        _index: tuple | None = None  # (nlp_artifacts, token starts, token ends, positions of keyword lemmas)
+
+        def _indexed(self, artifacts: object) -> tuple:
+            if self._index is None or self._index[0] is not artifacts:
+                starts = list(artifacts.tokens_indices)
+                ends = [i + len(token) for i, token in zip(starts, artifacts.tokens, strict=True)]
+                keywords = set(artifacts.keywords)
+                hits = [j for j, lemma in enumerate(artifacts.lemmas) if lemma.lower() in keywords]
+                self._index = (artifacts, starts, ends, hits)
+            return self._index
+
+        def _extract_surrounding_words(self, nlp_artifacts: object, word: str, start: int) -> list[str]:
+            if not nlp_artifacts.tokens:
+                return [""]
+            _, starts, ends, hits = self._indexed(nlp_artifacts)
+            # the first token starting at ``start`` or ending after it (token ends never decrease)
+            index = bisect_right(ends, start)
+            at = bisect_left(starts, start)
+            if at < len(starts) and starts[at] == start:
+                index = min(index, at)
+            if index == len(ends):
+                raise ValueError(f"Did not find word '{word}' in the list of tokens although it is expected to be found")
+            lemmas = nlp_artifacts.lemmas
+            k = bisect_right(hits, index)
+            back = [lemmas[j].lower() for j in reversed(hits[max(0, k - self.context_prefix_count - 1):k])]
+            k = bisect_left(hits, index)
+            forward = [lemmas[j].lower() for j in hits[k:k + self.context_suffix_count + 1]]
+            return list(set(back + forward))
+
+    return IndexedContextEnhancer
+
+
+def bounded_tokenizer(tokenizer, max_run: int = 256):  # noqa: ANN001, ANN201 - spaCy types, imported lazily
+    """spaCy's tokenizer, except that a run of more than ``max_run`` non-blank characters is tokenized in
+    pieces of ``max_run``. spaCy strips a prefix or suffix per step and searches the rest again each time:
+    quadratic in a run of punctuation or symbols ("—" * 10,000 took 12 s, * 40,000 230 s). Text without
+    such a run (all ordinary prose) is tokenized exactly as before."""
+    from spacy.tokens import Doc
+
+    long_run = re.compile(rf"\S{{{max_run + 1},}}")
+
+    def tokenize(text: str) -> Doc:
+        if long_run.search(text) is None:
+            return tokenizer(text)
+        docs, pos = [], 0
+        for m in long_run.finditer(text):
+            if m.start() > pos:
+                docs.append(tokenizer(text[pos:m.start()]))
+            docs.extend(tokenizer(text[i:min(i + max_run, m.end())]) for i in range(m.start(), m.end(), max_run))
+            pos = m.end()
+        if pos < len(text):
+            docs.append(tokenizer(text[pos:]))
+        return Doc.from_docs(docs, ensure_whitespace=False)
+
+    return tokenize

@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     kafka_heap_mb: int = Field(512, description="embedded broker's JVM heap (-Xmx), MiB")
     milvus_uri: str | None = Field(None, description="URI of an existing Milvus; unset = the embedded Milvus Lite server")
     milvus_port: int = Field(19631, description="embedded Milvus Lite server's gRPC port (not 19530)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every Eddy client talks to kafka_bootstrap (Kafka's security.protocol)"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism with SASL_PLAINTEXT / SASL_SSL"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user with SASL_PLAINTEXT / SASL_SSL")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password with SASL_PLAINTEXT / SASL_SSL")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA certificates that sign the brokers' with SSL / SASL_SSL; unset = the "
+        "system's trust store",
+    )
 
     # --- topics ------------------------------------------------------------------------
     topic_prefix: str = Field("eddy.", description="prefix of every Eddy topic")
@@ -56,10 +68,18 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1, description="texts per encode() call")
     chunk_max_chars: int = Field(1000, ge=100, description="largest chunk, characters")
     chunk_overlap_chars: int = Field(150, ge=0, description="text repeated between consecutive chunks of one section")
+    chunk_prefix: Literal["heading", "path"] = Field(
+        "heading", description="what is embedded above a chunk's text: its section's own heading, or 'path' the "
+        "document title and heading path (collections built before this setting existed; bench.eval_chunking)",
+    )
     max_document_bytes: int = Field(5_000_000, ge=1, description="larger DocumentChange texts go to the dead-letter topic")
     indexer_batch_max: int = Field(64, ge=1, description="changes taken from Kafka per indexer batch")
     embed_group_chunks: int = Field(256, ge=1, description="new chunks embedded and written per step of a batch")
     indexer_batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill an indexer batch, seconds")
+    version_skew_s: float = Field(
+        3600.0, ge=0, description="a change's version may exceed the current time in microseconds since the epoch by "
+        "this many seconds at most; a larger one (e.g. nanoseconds) is refused (IndexEvent status refused), seconds",
+    )
 
     # --- answering -------------------------------------------------------------------------
     generator: Literal["qwen2.5-coder-0.5b", "smollm2-135m", "echo", "openai", "vllm"] = Field(
@@ -97,7 +117,12 @@ class Settings(BaseSettings):
         64, ge=1, description="'openai': requests streaming from the server at once per worker (more wait for a "
         "slot; also bounded by generation_slots), requests",
     )
-    top_k: int = Field(5, ge=1, le=100, description="chunks retrieved per query unless the query says otherwise")
+    top_k: int = Field(5, ge=1, le=100, description="sections (each its best chunk) put in the prompt per query unless "
+                       "the query says otherwise")
+    search_chunks_per_section: int = Field(
+        4, ge=1, le=64, description="chunks searched per section wanted (top_k or retrieval_depth sections): a section "
+        "can match with several of its chunks, counted once",
+    )
     max_new_tokens: int = Field(256, ge=1, description="generation budget per answer unless the query says otherwise")
     answerer_concurrency: int = Field(4, ge=1, description="queries in flight per worker")
     generation_slots: int = Field(
@@ -115,6 +140,10 @@ class Settings(BaseSettings):
     query_deadline_s: float = Field(
         120.0, gt=0, description="longest time from picking a query up to its final answer, seconds; past it the "
         "generation stops, its slot is freed and the answer ends with an error",
+    )
+    answerer_dedupe_queries: int = Field(
+        10_000, ge=1, description="query ids the answerer remembers (per worker): a redelivered query is not answered "
+        "twice and a reused query_id gets an error answer instead of a second stream, queries",
     )
 
     # --- observability -----------------------------------------------------------------------
@@ -172,6 +201,10 @@ class Settings(BaseSettings):
         description="HMAC key of the PII pseudonyms (>= 16 chars); unset = a random key kept in home/secrets/scrub.key",
     )
     scrub_timeout_s: float = Field(10.0, gt=0, description="a scrub batch taking longer is rejected (fail closed)")
+    scrub_isolation: Literal["process", "thread"] = Field(
+        "process", description="where the curator scrubs: a child process, killed and restarted when a scrub times "
+        "out, or 'thread' (its own thread, abandoned and replaced on a timeout; tests)",
+    )
     scrub_internal_domains: str = Field("", description="comma-separated extra internal host-name suffixes to scrub")
     curator_batch_max: int = Field(32, ge=1, description="records taken from Kafka per curator batch")
     curator_batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a curator batch, seconds")
@@ -181,6 +214,21 @@ class Settings(BaseSettings):
     )
     curator_duplicate_similarity: float = Field(
         0.95, gt=0, le=1, description="cosine similarity to a vetted question above which a record is a near-duplicate"
+    )
+    curator_join_store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="where the curator's join table lives: RocksDB under home/faust (rocksdict), or "
+        "'memory' (RAM, rebuilt from its changelog at every start)",
+    )
+    curator_join_ttl_s: float = Field(
+        86_400.0, gt=0, description="a join entry (query, answer, waiting feedback) not updated for this long is "
+        "dropped, seconds",
+    )
+    curator_join_max_entries: int = Field(
+        100_000, ge=1, description="join entries a worker keeps at most; past it the least recently updated are "
+        "dropped, entries",
+    )
+    curator_join_sweep_s: float = Field(
+        300.0, gt=0, description="the join table is swept of expired entries every this many seconds",
     )
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -194,6 +242,20 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """The security properties (librdkafka names) every confluent-kafka client merges into its config;
+        empty with PLAINTEXT. faust's (aiokafka's) equivalent: ``streams.faust_adapter.broker_credentials``."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        config = {"security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile is not None:
+            config["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        return config
 
     @property
     def milvus_address(self) -> str:

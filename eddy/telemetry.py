@@ -64,13 +64,14 @@ class KafkaSpanExporter(SpanExporter):
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, *, buffer_messages: int = 10_000,
-                 message_timeout_ms: int = 10_000) -> None:
+                 message_timeout_ms: int = 10_000, security: dict[str, str] | None = None) -> None:
         from confluent_kafka import Producer
 
         self.topic = topic
         self.stats = ExporterStats()
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers,
+            **(security or {}),  # Settings.kafka_client_config(): SASL, TLS
             "acks": 1,
             "linger.ms": 50,
             "compression.type": "lz4",
@@ -161,7 +162,8 @@ def configure_tracing(settings: Settings, service_name: str, **resource: str) ->
         return Tracing(None, None)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name, **resource}))
     exporter = KafkaSpanExporter(settings.bootstrap_servers, TRACES.full_name(settings),
-                                 buffer_messages=settings.tracing_buffer_messages)
+                                 buffer_messages=settings.tracing_buffer_messages,
+                                 security=settings.kafka_client_config())
     provider.add_span_processor(BatchSpanProcessor(
         exporter, max_queue_size=settings.tracing_queue_size, schedule_delay_millis=settings.tracing_export_delay_ms,
         max_export_batch_size=min(512, settings.tracing_queue_size),

@@ -48,7 +48,9 @@ class DocumentChange(Event):
 
     op: Literal["upsert", "delete"]
     doc_id: str = Field(min_length=1, max_length=512)
-    version: int = Field(ge=0, description="monotonic per doc_id, e.g. publish time in microseconds")
+    version: int = Field(ge=0, description="monotonic per doc_id, e.g. publish time in microseconds; at most the "
+                         "current time in microseconds since the epoch (plus the indexer's version_skew_s), or the "
+                         "change is refused")
     source: str = Field("", max_length=256, description="name of the producer/collection of documents")
     uri: str = Field("", max_length=2048, description="where a reader can open the document")
     title: str = Field("", max_length=1024)
@@ -80,7 +82,11 @@ class IndexEvent(Event):
 
     ``status``: ``indexed`` (chunks written), ``unchanged`` (same content, nothing embedded),
     ``deleted``, ``stale`` (older than the version already applied; ignored),
-    ``superseded`` (a newer version of the doc arrived in the same batch).
+    ``superseded`` (a newer version of the doc arrived in the same batch), ``refused`` (the version
+    breaks the version rule: above the current time in microseconds plus ``version_skew_s``; nothing
+    written), ``conflict`` (a newer version was written by another owner while this one was being
+    written: this change's rows were removed again, and the newer version may miss chunks until it is
+    published again).
     ``lag_ms`` is the time from the change's ``occurred_at`` to the moment its chunks were
     searchable in Milvus, in milliseconds.
     """
@@ -88,7 +94,7 @@ class IndexEvent(Event):
     doc_id: str
     version: int
     change_id: str = Field(description="event_id of the DocumentChange this reports on")
-    status: Literal["indexed", "unchanged", "deleted", "stale", "superseded"]
+    status: Literal["indexed", "unchanged", "deleted", "stale", "superseded", "refused", "conflict"]
     chunks_total: int = Field(ge=0, description="chunks of the document now in the index")
     chunks_embedded: int = Field(ge=0, description="chunks whose content was new and got embedded")
     chunks_deleted: int = Field(ge=0, description="stale chunks removed")

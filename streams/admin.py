@@ -44,7 +44,8 @@ class TopicStatus:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 3})
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 3,
+                        **settings.kafka_client_config()})
 
 
 def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE, timeout_s: float = 30.0) -> list[str]:
@@ -108,6 +109,7 @@ def consumer_lag(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[
     if not ids:
         return out
     probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "eddy-lag-probe",
+                      **settings.kafka_client_config(),
                       "enable.auto.commit": False, "log_level": 3})
     try:
         for group_id in ids:

@@ -55,11 +55,15 @@ def new_version() -> int:
 class EddyClient:
     """Producer + short-lived consumers against one Kafka cluster and topic prefix."""
 
-    def __init__(self, bootstrap_servers: str, topic_prefix: str = "eddy.") -> None:
+    def __init__(self, bootstrap_servers: str, topic_prefix: str = "eddy.",
+                 security: dict[str, str] | None = None) -> None:
+        """``security``: librdkafka security properties (``Settings.kafka_client_config()``: SASL, TLS)."""
         self.bootstrap_servers = bootstrap_servers
         self.prefix = topic_prefix
+        self._security = dict(security or {})
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers,
+            **self._security,
             "partitioner": "murmur2_random",
             "enable.idempotence": True,
             "acks": "all",
@@ -72,7 +76,7 @@ class EddyClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EddyClient:
-        return cls(settings.bootstrap_servers, settings.topic_prefix)
+        return cls(settings.bootstrap_servers, settings.topic_prefix, settings.kafka_client_config())
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -157,6 +161,7 @@ class EddyClient:
     def _consumer(self) -> Consumer:
         return Consumer({
             "bootstrap.servers": self.bootstrap_servers,
+            **self._security,
             "group.id": f"eddy-client-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 50,

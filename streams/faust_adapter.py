@@ -8,6 +8,8 @@ the raw view of a consumed event (:func:`to_raw`) and the raw-bytes topic of a c
 
 from __future__ import annotations
 
+import ssl
+
 import faust
 
 from config.settings import MAX_RECORD_BYTES, Settings
@@ -55,6 +57,23 @@ def raw_topic(app: faust.App, settings: Settings, *specs: TopicSpec) -> faust.To
                      value_serializer="raw", partitions=None, internal=False)
 
 
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """faust's (aiokafka's) credentials for ``settings.kafka_security_protocol``; None with PLAINTEXT.
+    The confluent-kafka clients take the same settings through ``Settings.kafka_client_config()``."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile is not None else None
+        context = ssl.create_default_context(cafile=cafile)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+    return faust.SASLCredentials(username=settings.kafka_sasl_username, password=password, ssl_context=context,
+                                 mechanism=settings.kafka_sasl_mechanism)
+
+
 def build_app(settings: Settings) -> faust.App:
     """The faust app: aiokafka transport, no web server, commits every 0.5 s, ``MAX_RECORD_BYTES``
     records, local table state under ``settings.home / "faust"`` (one folder per app id)."""
@@ -62,6 +81,7 @@ def build_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.group_id,
         broker=servers,
+        broker_credentials=broker_credentials(settings),
         datadir=str(settings.home / "faust" / "{conf.name}-data"),
         web_enabled=False,
         topic_partitions=settings.partitions,

@@ -149,8 +149,9 @@ def settings(kafka: KafkaBroker, milvus: MilvusLiteServer, tmp_path: Path, model
              monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings isolated for one test: unique topic prefix, group and collection; smallest real generator.
 
-    Workers started during the test inherit ``APP_DATADIR`` (faust's data directory, by default
-    ``<group id>-data`` in the working directory, i.e. the repository): it goes under ``tmp_path``.
+    Workers started during the test inherit ``APP_DATADIR``: faust's data directory (local table
+    state) goes under ``tmp_path`` whatever ``build_app`` chooses (faust's own default is
+    ``<group id>-data`` in the working directory, i.e. the repository).
     """
     monkeypatch.setenv("APP_DATADIR", str(tmp_path / "faust-data"))
     tag = uuid.uuid4().hex[:8]

@@ -31,7 +31,7 @@ def build_components(settings: Settings, *, agents: Sequence[str]) -> Components
     from components.milvus_store import MilvusVectorStore
     from components.reranking import KeepOrder
 
-    chunker = StructureChunker(settings.chunk_max_chars, settings.chunk_overlap_chars)
+    chunker = StructureChunker(settings.chunk_max_chars, settings.chunk_overlap_chars, settings.chunk_prefix)
     index_embedder = SentenceTransformerEmbedder(settings.embedder_model, settings.embed_batch_size,
                                                  settings.embedder_dtype)
     # The answerer gets its own instance so query embedding never waits behind an indexing batch.

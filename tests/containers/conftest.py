@@ -4,12 +4,13 @@ The image build times of the session are printed in the test summary."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.containers.daemon import Daemon, DockerUnavailable, acquire, release
-from tests.containers.images import BUILD_SECONDS, ensure_eddy_image
+from tests.containers.images import BUILD_SECONDS, EDDY_IMAGE, ensure_eddy_image
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,14 @@ def docker_client(docker_daemon: Daemon):
 
 @pytest.fixture(scope="session")
 def eddy_image(docker_client) -> str:
-    return ensure_eddy_image(docker_client)
+    """The slim image built here, or ``EDDY_TEST_EDDY_IMAGE``: a full image (``docker build .``) to test instead."""
+    return os.environ.get("EDDY_TEST_EDDY_IMAGE") or ensure_eddy_image(docker_client)
+
+
+@pytest.fixture(scope="session")
+def host_packages(eddy_image: str) -> bool:
+    """Whether worker containers need this interpreter's site-packages mounted (the slim image has none)."""
+    return eddy_image == EDDY_IMAGE
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

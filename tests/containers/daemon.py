@@ -1,6 +1,7 @@
 """A Docker daemon for the container tests: an existing one, or Debian's ``dockerd`` started for the session.
 
-Which daemon: ``DOCKER_HOST`` or ``/var/run/docker.sock`` when one answers (never stopped here); else the
+Which daemon: ``DOCKER_HOST``, ``/var/run/docker.sock`` or another running dockerd's socket when one
+answers (never stopped here: two daemons would fight over the docker0 bridge); else the
 daemon of this checkout, started when missing — as root, or through passwordless ``sudo`` — with its data
 root in ``<repo>/.eddy/docker/data`` (the Debian base and the image layers persist between runs, so a
 re-run builds nothing) and its socket, exec root and pid file in a short per-checkout folder of the temp
@@ -77,8 +78,23 @@ def _answers(host: str) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:  # noqa: BLE001 - any failure means "not usable"
+    except Exception:  # any failure means "not usable"
         return False
+
+
+def _running_dockerd_hosts() -> list[str]:
+    """The ``-H unix://…`` sockets of dockerd processes running on this machine (another checkout's, say):
+    a second daemon would fight the first over the docker0 bridge and iptables, so one is reused."""
+    hosts = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv and Path(argv[0]).name == "dockerd":
+            hosts += [arg for prev, arg in zip(argv, argv[1:], strict=False) if prev in ("-H", "--host")]
+            hosts += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--host=")]
+    return [h for h in hosts if h.startswith("unix://") and h != f"unix://{SOCKET}"]
 
 
 def _sudo() -> list[str] | None:
@@ -91,13 +107,15 @@ def _sudo() -> list[str] | None:
 
 
 def _start() -> None:
-    dockerd = shutil.which("dockerd") or next((p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None)
+    dockerd = shutil.which("dockerd") or next(
+        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None)
     if dockerd is None:
         raise DockerUnavailable("no Docker daemon answers (DOCKER_HOST, /var/run/docker.sock) and dockerd is not "
                                 "installed: `make test` installs Debian's docker.io when run as root or with sudo")
     prefix = _sudo()
     if prefix is None:
-        raise DockerUnavailable(f"dockerd ({dockerd}) must run as root: run the tests as root or with passwordless sudo")
+        raise DockerUnavailable(f"dockerd ({dockerd}) must run as root: run the tests as root or with "
+                                "passwordless sudo")
     (STATE / "data").mkdir(parents=True, exist_ok=True)
     RUN.mkdir(parents=True, exist_ok=True)
     argv = [*prefix, dockerd, "--data-root", str(STATE / "data"), "--exec-root", str(RUN / "exec"),
@@ -126,6 +144,10 @@ def _stop_ours() -> bool:
     else:
         stopped = stop(RUN / "spawn.pid", what="dockerd", timeout_s=30)
     _OWNED.unlink(missing_ok=True)
+    if os.geteuid() == 0:  # dockerd leaves its network namespace mounted under the exec root
+        with open("/proc/mounts") as mounts:
+            for target in [line.split()[1] for line in mounts if line.split()[1].startswith(str(RUN))]:
+                subprocess.run(["umount", "-l", target], capture_output=True)
     return stopped
 
 
@@ -162,7 +184,7 @@ def acquire() -> Daemon:
         _session = (_session[0], _session[1] + 1)
         return _session[0]
     daemon = None
-    for host in (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock"):
+    for host in (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock", *_running_dockerd_hosts()):
         if host and host != f"unix://{SOCKET}" and _answers(host):
             daemon = Daemon(host, ours=False)
             break

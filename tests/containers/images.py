@@ -55,7 +55,9 @@ def _has_image(client, tag: str) -> bool:
 
 def _debootstrap_tarball() -> None:
     """Make ``ROOTFS_TAR`` (needs root and Debian's debootstrap; reaches the Debian mirror)."""
-    debootstrap = shutil.which("debootstrap") or ("/usr/sbin/debootstrap" if os.path.exists("/usr/sbin/debootstrap") else None)
+    debootstrap = shutil.which("debootstrap")  # /usr/sbin: on root's PATH, not always on a user's
+    if debootstrap is None and os.path.exists("/usr/sbin/debootstrap"):
+        debootstrap = "/usr/sbin/debootstrap"
     if debootstrap is None:
         raise DockerUnavailable("debootstrap is not installed (`make test` installs it with docker.io)")
     if os.geteuid() != 0:
@@ -112,6 +114,7 @@ def build(client, *, context: Path, tag: str, dockerfile: str = "Dockerfile", ta
     if error is not None:
         raise RuntimeError(f"docker build of {tag} failed: {error.strip()}; see {build_log}")
     BUILD_SECONDS[tag] = time.monotonic() - started
+    client.images.prune(filters={"dangling": True})  # the previous build of a changed source: no tag left
     return tag
 
 

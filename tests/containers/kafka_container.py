@@ -33,19 +33,21 @@ class ContainerBroker:
         return f"127.0.0.1:{self.port}"
 
 
-def _ready(bootstrap: str) -> bool:
+def _ready(bootstrap: str, security: dict[str, str]) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=2)
-    except Exception:  # noqa: BLE001 - any client error means "not ready yet"
+        md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **security}).list_topics(timeout=2)
+    except Exception:  # any client error means "not ready yet"
         return False
     return bool(md.brokers)
 
 
 @contextlib.contextmanager
-def container_broker(log_dir: Path, timeout_s: float = 120.0) -> Iterator[ContainerBroker]:
-    """Start the broker container (building its image when needed); its log is saved to ``log_dir`` at the end."""
+def container_broker(log_dir: Path, timeout_s: float = 120.0, *,
+                     sasl_users: dict[str, str] | None = None) -> Iterator[ContainerBroker]:
+    """Start the broker container (building its image when needed); its log is saved to ``log_dir`` at the end.
+    ``sasl_users`` (user -> password): the client listener takes SASL_PLAINTEXT / PLAIN for them."""
     try:
         daemon = acquire()
     except DockerUnavailable as exc:
@@ -60,12 +62,18 @@ def container_broker(log_dir: Path, timeout_s: float = 120.0) -> Iterator[Contai
                      .with_name(f"eddy-test-kafka-{port}")
                      .with_env("KAFKA_PORT", str(port))
                      .with_env("KAFKA_ADVERTISED", f"127.0.0.1:{port}"))
+        security = {}
+        if sasl_users:
+            container.with_env("KAFKA_SASL_USERS", " ".join(f"{u}:{p}" for u, p in sasl_users.items()))
+            user, password = next(iter(sasl_users.items()))
+            security = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                        "sasl.username": user, "sasl.password": password}
         # Published on 127.0.0.1 only: docker-py takes (address, port); with_bind_ports takes a port alone.
         container.ports[f"{port}/tcp"] = ("127.0.0.1", port)
         container.start()
         broker = ContainerBroker(port, container.get_wrapped_container().id)
         deadline = time.monotonic() + timeout_s
-        while not _ready(broker.bootstrap):
+        while not _ready(broker.bootstrap, security):
             wrapped = container.get_wrapped_container()
             wrapped.reload()
             if wrapped.status != "running" or time.monotonic() > deadline:
@@ -78,6 +86,6 @@ def container_broker(log_dir: Path, timeout_s: float = 120.0) -> Iterator[Contai
         if container is not None:
             with contextlib.suppress(Exception):
                 log_dir.mkdir(parents=True, exist_ok=True)
-                (log_dir / "kafka-container.log").write_bytes(container.get_wrapped_container().logs())
+                (log_dir / f"kafka-container-{port}.log").write_bytes(container.get_wrapped_container().logs())
             container.stop()
         release(daemon)

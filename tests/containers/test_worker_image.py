@@ -25,9 +25,9 @@ DOCS = {
 }
 
 
-def test_worker_container_indexes_and_answers(settings, client, eddy_image, tmp_path):
+def test_worker_container_indexes_and_answers(settings, client, eddy_image, host_packages, tmp_path):
     worker = WorkerContainer(eddy_image, settings, tmp_path / "container-home", ("indexer", "answerer"),
-                             container_name("eddy-test-worker"))
+                             container_name("eddy-test-worker"), host_packages=host_packages)
     try:
         worker.start()
         assert worker.wait_ready(time_left(300)) > 0

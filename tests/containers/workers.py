@@ -3,7 +3,8 @@
 Each container runs ``eddy worker --agents …`` as the image's non-root user with host networking (the
 broker and the Milvus Lite server listen on 127.0.0.1 here, and advertise that address). Its Python
 packages are this interpreter's site-packages (the project's ``.venv``) mounted read-only at
-``/opt/eddy-site``; its ``EDDY_HOME`` is a folder of the test's own, mounted at ``/var/lib/eddy``, whose
+``/opt/eddy-site`` — or, with ``EDDY_TEST_EDDY_IMAGE`` naming a full image (``docker build .``), its own;
+its ``EDDY_HOME`` is a folder of the test's own, mounted at ``/var/lib/eddy``, whose
 ``models`` link points at the session's shared model folder — mounted at the same path, so the link
 resolves inside too. The worker's ready file therefore appears on the host, as for a worker process.
 """
@@ -31,7 +32,9 @@ def _open_up(path: Path) -> None:
 class WorkerContainer:
     """One worker container; ``start``, ``wait_ready``, ``kill`` (SIGKILL), ``stop`` (SIGTERM) and ``remove``."""
 
-    def __init__(self, image: str, settings: Settings, home: Path, agents: tuple[str, ...], name: str) -> None:
+    def __init__(self, image: str, settings: Settings, home: Path, agents: tuple[str, ...], name: str,
+                 host_packages: bool = True) -> None:
+        """``host_packages``: mount this interpreter's site-packages (the slim image has none of its own)."""
         from testcontainers.core.container import DockerContainer
 
         self.home = home
@@ -49,11 +52,14 @@ class WorkerContainer:
                 path.chmod(0o666)
         if not (home / "models").exists():
             (home / "models").symlink_to(shared_models, target_is_directory=True)
-        env = {**settings.to_env(), "EDDY_HOME": CONTAINER_HOME, "PYTHONPATH": "/app:/opt/eddy-site"}
+        env = {**settings.to_env(), "EDDY_HOME": CONTAINER_HOME}
+        if host_packages:
+            env["PYTHONPATH"] = "/app:/opt/eddy-site"
         self.container = DockerContainer(image).with_name(name).with_command(["worker", "--agents", ",".join(agents)])
         for key, value in env.items():
             self.container.with_env(key, value)
-        self.container.with_volume_mapping(str(SITE_PACKAGES), "/opt/eddy-site", mode="ro")
+        if host_packages:
+            self.container.with_volume_mapping(str(SITE_PACKAGES), "/opt/eddy-site", mode="ro")
         self.container.with_volume_mapping(str(home), CONTAINER_HOME, mode="rw")
         self.container.with_volume_mapping(str(shared_models), str(shared_models), mode="rw")
         self.container.with_kwargs(network_mode="host")

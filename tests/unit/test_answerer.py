@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from agents.answerer import Answerer
-from components.base import ChunkRecord, PermanentError
+from components.base import Chunk, ChunkRecord, Hit, PermanentError
 from components.chunking import StructureChunker
 from components.collection_registry import Collections
 from components.embedding import HashEmbedder
 from components.generation import EchoGenerator
 from components.memory_store import InMemoryVectorStore
 from components.reranking import KeepOrder
+from components.sections import rank_sections
 from config.settings import Settings
 from schemas import AnswerEvent, DeadLetter, Query
 from streams.dlq import DeadLetters
@@ -206,3 +208,75 @@ async def test_queries_search_the_collection_they_name_and_never_create_one(tmp_
                                            options={"collection": "missing"})))
     assert err.kind == "error" and "collection 'missing' does not exist" in err.error
     assert not answerer.collections.default.server.get("missing")
+
+
+def _at_cosine(query: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+    """A unit vector whose cosine to the unit vector ``query`` is exactly ``cosine``."""
+    other = np.random.default_rng(seed).standard_normal(query.shape[0]).astype(np.float32)
+    other -= other.dot(query) * query
+    other /= np.linalg.norm(other)
+    return (cosine * query + np.sqrt(1 - cosine**2) * other).astype(np.float32)
+
+
+# (chunk id, doc id, section, anchor, cosine to the query "install"): a long section matching with
+# three chunks, a sibling section and another document.
+SECTION_CHUNKS = [
+    ("inst-2", "guide", "Guide > Install", "install", 0.80), ("inst-1", "guide", "Guide > Install", "install", 0.90),
+    ("usage-1", "guide", "Guide > Usage", "usage", 0.75), ("inst-3", "guide", "Guide > Install", "install", 0.70),
+    ("faq-1", "faq", "", "", 0.85),
+]
+
+
+def sectioned(tmp_path, **settings_kw):
+    answerer, publisher, settings, generator = make(tmp_path, **settings_kw)
+    store = answerer.collections.get("sections", create=True)
+    query = answerer.embedder.encode(["install"])[0]
+    store.upsert_chunks([
+        ChunkRecord(Chunk(cid, doc, f"text of {cid}", f"text of {cid}", section, anchor, cid, i), "t",
+                    f"https://x/{doc}", doc.title(), (), "m", _at_cosine(query, cosine, i))
+        for i, (cid, doc, section, anchor, cosine) in enumerate(SECTION_CHUNKS)])
+    return answerer, generator
+
+
+async def test_sections_are_ranked_by_their_best_chunk_and_listed_once(tmp_path):
+    answerer, _ = sectioned(tmp_path)
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="install", options={
+        "collection": "sections", "generate": False, "retrieval_depth": 10})))
+    # three sections, each once, as its best chunk, in the order of those chunks
+    assert [(r.doc_id, r.chunk_id, r.score) for r in final.retrieved] == [
+        ("guide", "inst-1", 0.9), ("faq", "faq-1", 0.85), ("guide", "usage-1", 0.75)]
+
+
+async def test_citations_and_passages_name_each_section_once(tmp_path):
+    answerer, generator = sectioned(tmp_path)
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="install", options={
+        "collection": "sections", "top_k": 2})))
+    assert [(c.doc_id, c.section, c.chunk_id) for c in final.citations] == [
+        ("guide", "Guide > Install", "inst-1"), ("faq", "", "faq-1")]
+    assert final.citations[0].uri == "https://x/guide#install"
+    prompt = generator.requests[-1][-1].content
+    assert "text of inst-1" in prompt and "text of faq-1" in prompt
+    assert "inst-2" not in prompt and "inst-3" not in prompt and "usage-1" not in prompt  # top_k sections, not chunks
+
+
+async def test_enough_chunks_are_searched_for_the_sections_asked(tmp_path):
+    # one chunk per section searched: the three Install chunks would fill a search of 3 chunks with one section
+    answerer, _ = sectioned(tmp_path, search_chunks_per_section=1)
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="install", options={
+        "collection": "sections", "generate": False, "top_k": 1, "retrieval_depth": 3})))
+    assert [r.chunk_id for r in final.retrieved] == ["inst-1", "faq-1"]  # inst-2 took the third place
+    answerer, _ = sectioned(tmp_path / "default")
+    final = await answerer.handle(qrec(Query(query_id="q", conversation_id="c", text="install", options={
+        "collection": "sections", "generate": False, "top_k": 1, "retrieval_depth": 3})))
+    assert [r.chunk_id for r in final.retrieved] == ["inst-1", "faq-1", "usage-1"]
+
+
+def test_rank_sections_keeps_the_first_hit_of_each_section():
+    def hit(cid, doc, section, anchor, score):
+        return Hit(cid, doc, cid, section, anchor, "", "", score)
+
+    hits = [hit("a1", "d", "S", "s", 0.9), hit("b1", "d", "S", "s2", 0.8), hit("a2", "d", "S", "s", 0.7),
+            hit("c1", "e", "S", "s", 0.6)]
+    # same path, other anchor = another section; same path and anchor in another document = another section
+    assert [h.chunk_id for h in rank_sections(hits)] == ["a1", "b1", "c1"]
+    assert rank_sections([]) == []

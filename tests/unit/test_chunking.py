@@ -72,9 +72,13 @@ def long_section_text(n_sentences: int = 60, tag: str = "") -> str:
 def test_protocol_and_config_id():
     ch = StructureChunker()
     assert isinstance(ch, Chunker)
-    assert ch.config_id == "structure-v1:max=1000,overlap=150"
-    assert StructureChunker(500, 0).config_id == "structure-v1:max=500,overlap=0"
+    assert ch.config_id == "structure-v1:max=1000,overlap=150,prefix=heading"
+    assert StructureChunker(500, 0).config_id == "structure-v1:max=500,overlap=0,prefix=heading"
+    # "path" keeps the ids of collections built before prefixes existed
+    assert StructureChunker(500, 0, prefix="path").config_id == "structure-v1:max=500,overlap=0"
     assert StructureChunker(500, 100).config_id != StructureChunker(500, 99).config_id
+    with pytest.raises(ValueError, match="prefix"):
+        StructureChunker(prefix="title")
 
 
 @pytest.mark.parametrize(("max_chars", "overlap", "message"), [
@@ -246,8 +250,12 @@ def test_python_faq_style_document():
     assert q1.anchor == "what-is-python"
     assert q1.text.startswith("Python is an interpreted")
     assert q1.text.endswith("start with :ref:`tutorial-index`.")
-    # The doc title equals the outermost heading: it is not repeated.
-    assert q1.embed_text == "General Python FAQ > General Information > What is Python?\n" + q1.text
+    # Only the section's own heading is embedded, not the path its siblings share.
+    assert q1.embed_text == "What is Python?\n" + q1.text
+    by_path = {c.section: c for c in StructureChunker(prefix="path").chunk(
+        "python-docs:faq/general", FAQ, "text/x-rst", title="General Python FAQ")}
+    # "path": the doc title equals the outermost heading, so it is not repeated.
+    assert by_path[q1.section].embed_text == "General Python FAQ > General Information > What is Python?\n" + q1.text
     q2 = by_section["General Python FAQ > General Information > What is the Python Software Foundation?"]
     assert q2.anchor == "faq-psf"
     q3 = by_section["General Python FAQ > General Information > Are there copyright restrictions on the use of Python?"]
@@ -343,7 +351,9 @@ def test_plain_text_paragraphs_only():
     (c,) = chunks
     assert (c.section, c.anchor) == ("", "")
     assert c.text == "Title-looking line\n==================\n\n# not a heading\n\nSecond paragraph."
-    assert c.embed_text == "Notes\n" + c.text
+    assert c.embed_text == c.text  # the document title is not embedded
+    (p,) = StructureChunker(prefix="path").chunk("d", text, "text/plain", title="Notes")
+    assert p.embed_text == "Notes\n" + c.text
 
 
 def test_plain_text_packs_paragraphs_up_to_max():
@@ -359,12 +369,27 @@ def test_plain_text_packs_paragraphs_up_to_max():
 # --------------------------------------------------------------------------- ids and hashes
 def test_chunk_ids_and_hashes():
     (c,) = StructureChunker().chunk("doc-1", "# Head\n\nbody text", "text/markdown", title="My Doc")
-    assert c.embed_text == "My Doc > Head\nbody text"
+    assert c.embed_text == "Head\nbody text"
     assert c.content_hash == hashlib.sha256(c.embed_text.encode()).hexdigest()
-    expected = hashlib.sha256(f"doc-1\x00{c.content_hash}\x000".encode()).hexdigest()[:32]
+    expected = hashlib.sha256(f"doc-1\x00{c.content_hash}\x000\x00Head\x00head".encode()).hexdigest()[:32]
     assert c.chunk_id == expected
-    (no_title,) = StructureChunker().chunk("doc-1", "# Head\n\nbody text", "text/markdown")
+    (plain,) = StructureChunker().chunk("doc-1", "body text", "text/plain", title="My Doc")
+    assert plain.chunk_id == hashlib.sha256(f"doc-1\x00{plain.content_hash}\x000".encode()).hexdigest()[:32]
+    (p,) = StructureChunker(prefix="path").chunk("doc-1", "# Head\n\nbody text", "text/markdown", title="My Doc")
+    assert p.embed_text == "My Doc > Head\nbody text"
+    assert p.chunk_id == hashlib.sha256(f"doc-1\x00{p.content_hash}\x000".encode()).hexdigest()[:32]
+    (no_title,) = StructureChunker(prefix="path").chunk("doc-1", "# Head\n\nbody text", "text/markdown")
     assert no_title.embed_text == "Head\nbody text"
+
+
+def test_renamed_parent_heading_rewrites_children_without_changing_what_is_embedded():
+    before = StructureChunker().chunk("d", "# Guide\n\n## Install\n\nRun it.\n", "text/markdown")
+    after = StructureChunker().chunk("d", "# Handbook\n\n## Install\n\nRun it.\n", "text/markdown")
+    child_before, child_after = before[-1], after[-1]
+    assert child_before.embed_text == child_after.embed_text == "Install\nRun it."
+    # the stored section path must follow the rename: a new id makes the indexer rewrite the row
+    assert child_before.section == "Guide > Install" and child_after.section == "Handbook > Install"
+    assert child_before.chunk_id != child_after.chunk_id
 
 
 def test_duplicate_chunks_get_distinct_ids():
@@ -430,7 +455,7 @@ def test_overlap_between_consecutive_chunks_of_a_section():
     text = "Title\n=====\n\n" + long_section_text(60)
     chunks = ch.chunk("d", text, "text/x-rst")
     assert len(chunks) > 3
-    for prev, cur in zip(chunks, chunks[1:]):
+    for prev, cur in zip(chunks, chunks[1:], strict=False):
         # the next chunk starts with whole sentences taken from the end of the previous one
         first = cur.text.split("\n\n")[0]
         tail = first[: first.index(".") + 1]
@@ -444,7 +469,7 @@ def test_overlap_uses_whole_words_without_sentence_ends():
     text = words(500, prefix="word")
     chunks = StructureChunker(300, 60).chunk("d", text, "text/plain")
     assert len(chunks) > 2
-    for prev, cur in zip(chunks, chunks[1:]):
+    for prev, cur in zip(chunks, chunks[1:], strict=False):
         first_words = cur.text.split()[:3]
         assert " ".join(first_words) in prev.text[-60:]
         assert all(re.fullmatch(r"word\d+", w) for w in cur.text.split())

@@ -1,21 +1,36 @@
 #!/bin/sh
 # One KRaft node (broker+controller). Environment: KAFKA_PORT (client listener, all interfaces),
 # KAFKA_ADVERTISED (host:port clients are told to use; default localhost:KAFKA_PORT), KAFKA_CONTROLLER_PORT,
-# KAFKA_HEAP_MB, KAFKA_DATA, KAFKA_MAX_RECORD_BYTES (default 8 MiB, Eddy's MAX_RECORD_BYTES).
+# KAFKA_HEAP_MB, KAFKA_DATA, KAFKA_MAX_RECORD_BYTES (default 8 MiB, Eddy's MAX_RECORD_BYTES), and
+# KAFKA_SASL_USERS ("user:password ..."): the client listener then takes SASL_PLAINTEXT with PLAIN for
+# those users (the inter-broker listener stays on the container's loopback, unpublished).
 set -eu
 : "${KAFKA_ADVERTISED:=localhost:${KAFKA_PORT}}"
 : "${KAFKA_MAX_RECORD_BYTES:=8388608}"
+: "${KAFKA_SASL_USERS:=}"
+client=PLAINTEXT
+sasl_lines=
+if [ -n "$KAFKA_SASL_USERS" ]; then
+  client=SASL_PLAINTEXT
+  users=
+  for pair in $KAFKA_SASL_USERS; do
+    users="$users user_${pair%%:*}=\"${pair#*:}\""
+  done
+  sasl_lines="sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required${users};"
+fi
 conf=/var/lib/kafka/server.properties
 mkdir -p "$KAFKA_DATA"
 cat > "$conf" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://0.0.0.0:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://${KAFKA_ADVERTISED}
+listeners=${client}://0.0.0.0:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT},INTERNAL://127.0.0.1:9094
+advertised.listeners=${client}://${KAFKA_ADVERTISED},INTERNAL://127.0.0.1:9094
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=${client}:${client},CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+${sasl_lines}
 log.dirs=${KAFKA_DATA}
 num.partitions=1
 default.replication.factor=1
