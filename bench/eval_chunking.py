@@ -15,7 +15,7 @@ one section here (so document = section); the questions are ranked against:
   - ``max``: its best chunk (what the answerer ranks by),
   - ``first``: its first chunk only,
   - ``centroid``: the normalised mean of its chunk vectors (a per-section vector built from the chunks),
-  - ``max+centroid``: the mean of those two scores;
+  - ``max+centroid`` / ``max+first``: the mean of the best chunk's score and the centroid's / first chunk's;
 * ``--stored``: the chunk vectors ``eddy eval`` wrote to ``eval_<name>`` in Milvus, section = best chunk;
   a configuration whose chunks are those of the index takes their vectors from it (after checking a
   sample against its own embedding) instead of embedding them again.
@@ -47,7 +47,7 @@ from pipelines.metrics import retrieval_metrics
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 DEFAULT_CONFIGS = "1000/150/path,1000/150/heading,1000/0/heading,600/100/heading"
-AGGREGATIONS = ("max", "first", "centroid", "max+centroid")
+AGGREGATIONS = ("max", "first", "centroid", "max+centroid", "max+first")
 
 
 class EmbeddingCache:
@@ -131,7 +131,8 @@ def section_variants(
     centroids = np.stack([vectors[rows].mean(axis=0) for rows in sections.values()])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     centroid = queries @ centroids.T
-    scored = {"max": best, "first": first, "centroid": centroid, "max+centroid": (best + centroid) / 2}
+    scored = {"max": best, "first": first, "centroid": centroid, "max+centroid": (best + centroid) / 2,
+              "max+first": (best + first) / 2}
     return {f"{name} {agg}": rank_scores(scored[agg], ids) for agg in AGGREGATIONS}
 
 

@@ -11,14 +11,15 @@
 #   bash bench/gpu_check.sh            # figures at the end, all logs under .eddy/gpu-check/
 #
 # Environment: GPU_CHECK_QUERIES (128), GPU_CHECK_CONCURRENCY (32), GPU_CHECK_MAX_TOKENS (128),
-# GPU_CHECK_PORT (18600); pip's PIP_INDEX_URL / PIP_FIND_LINKS (a wheelhouse where no registry is reachable).
+# GPU_CHECK_PORT (18600), GPU_CHECK_TIMEOUT_S (590: the whole check); pip's PIP_INDEX_URL / PIP_FIND_LINKS (a wheelhouse where no registry is reachable).
 # GPU_CHECK_SERVER=transformers: a CPU smoke run of this same script without a GPU (`transformers serve`,
 # SmolLM2-135M, no adapter; use small GPU_CHECK_* figures): checks the plumbing, not vLLM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+LIMIT="${GPU_CHECK_TIMEOUT_S:-590}"
 if [ -z "${GPU_CHECK_INNER:-}" ]; then  # one guard over everything: the check never runs past 10 minutes
-  GPU_CHECK_INNER=1 exec timeout -k 10 590 bash "$0" "$@"
+  GPU_CHECK_INNER=1 exec timeout -k 10 "$LIMIT" bash "$0" "$@"
 fi
 
 SERVER="${GPU_CHECK_SERVER:-vllm}"
@@ -47,12 +48,12 @@ cleanup() {
     for _ in $(seq 1 20); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
     kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
   fi
-  [ -z "$INSTALL_PID" ] || kill "$INSTALL_PID" 2>/dev/null || true
+  [ -z "$INSTALL_PID" ] || kill -TERM -- "-$INSTALL_PID" 2>/dev/null || true
   # a bench stopped by its timeout leaves its worker (own session, pid file in the bench's home)
   find "$HOME_DIR/bench" -path '*/gpu-*/run/*.pid' -newer "$WORK/started" 2>/dev/null | while read -r pid_file; do
     kill -TERM "$(cat "$pid_file")" 2>/dev/null || true
   done
-  [ "$STACK_WAS_UP" = 1 ] || [ ! -x "$ROOT/.venv/bin/eddy" ] || timeout 60 "$ROOT/.venv/bin/eddy" down >/dev/null 2>&1 || true
+  [ "$STACK_WAS_UP" = 1 ] || timeout 60 "$PY" -m eddy down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -60,7 +61,8 @@ case "$SERVER" in
   vllm)
     command -v nvidia-smi >/dev/null && nvidia-smi -L || die "no NVIDIA GPU (nvidia-smi); GPU_CHECK_SERVER=transformers runs the CPU smoke check"
     step "installing vLLM into .vllm-venv in the background (log $WORK/install.log)"
-    (timeout 400 infra/vllm_serve.sh --install-only >"$WORK/install.log" 2>&1; echo $? >"$WORK/install.rc") &
+    setsid bash -c 'timeout 400 infra/vllm_serve.sh --install-only >"$1/install.log" 2>&1; echo $? >"$1/install.rc"' \
+      _ "$WORK" &
     INSTALL_PID=$!
     MODEL_KEY="qwen2.5-coder-0.5b" ;;
   transformers) MODEL_KEY="smollm2-135m" ;;
@@ -125,7 +127,7 @@ fi
 
 step "query path through Kafka vs raw server ($QUERIES questions, concurrency $CONCURRENCY, max_tokens $MAX_TOKENS)"
 # the stack starts, the FAQ is indexed while the server loads; the bench waits for the server after that
-if ! timeout 500 "$PY" -m bench.gpu_throughput --generator-url "http://127.0.0.1:$PORT/v1" \
+if ! timeout $((LIMIT - SECONDS - 20)) "$PY" -m bench.gpu_throughput --generator-url "http://127.0.0.1:$PORT/v1" \
     --generator-model "$GEN_MODEL" --queries "$QUERIES" --concurrency "$CONCURRENCY" --max-tokens "$MAX_TOKENS" \
     --server-wait-s 300 2>"$WORK/bench.log" | tee "$WORK/figures.txt"; then
   tail -30 "$WORK/bench.log"; echo "--- server log"; tail -30 "$WORK/server.log"

@@ -31,7 +31,7 @@ FIGURES = (
     "queries_per_min", "index_events_per_min", "ttft_p50_ms", "ttft_p95_ms", "tokens_per_s_p50",
     "error_rate", "errors_per_min", "dlq_per_min", "freshness_lag_p50_ms", "freshness_lag_p95_ms",
     "consumer_lag_max", "feedback_up_per_min", "feedback_down_per_min", "feedback_down_ratio",
-    "retrieval_score_drift_ks",
+    "retrieval_score_drift_ks", "index_refused_per_min", "index_conflicts_per_min",
 )
 #: Series kept for the dashboard's time charts (one sample per tick).
 HISTORY_FIGURES = (
@@ -164,13 +164,15 @@ class MonitorState:
         w = lambda: Window(self.window_s)  # noqa: E731
         self.answers, self.errors, self.ttft, self.tokens_per_s = w(), w(), w(), w()
         self.index_events, self.freshness, self.dlq = w(), w(), w()
+        self.index_refused, self.index_conflicts = w(), w()  # changes refused by the version rule; fenced writes
         self.feedback = {"up": w(), "down": w()}
         self.steps: dict[tuple[str, str], Window] = {}
         self.reference_scores: list[float] = []
         self.recent_scores: deque[float] = deque(maxlen=settings.drift_recent_size)
         self.consumer_lag: dict[str, dict[str, int]] = {}
         self.traces: OrderedDict[str, _Trace] = OrderedDict()
-        self.totals = {"answers": 0, "errors": 0, "index_events": 0, "dead_letters": 0, "feedback_up": 0,
+        self.totals = {"answers": 0, "errors": 0, "index_events": 0, "index_refused": 0, "index_conflicts": 0,
+                       "dead_letters": 0, "feedback_up": 0,
                        "feedback_down": 0, "spans": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
         self.history: deque[dict[str, float | None]] = deque(maxlen=_HISTORY_POINTS)
         self.exporter_stats = exporter_stats
@@ -259,6 +261,9 @@ class MonitorState:
         self.totals["index_events"] += 1
         self.index_events.add(t)
         self.m_index.labels(event.status).inc()
+        if event.status in ("refused", "conflict"):
+            self.totals["index_refused" if event.status == "refused" else "index_conflicts"] += 1
+            (self.index_refused if event.status == "refused" else self.index_conflicts).add(t)
         if event.status in ("indexed", "deleted", "unchanged"):
             self.freshness.add(t, event.lag_ms)
             self.m_fresh.observe(event.lag_ms / 1000)
@@ -345,6 +350,8 @@ class MonitorState:
             "feedback_down_per_min": down * per_min,
             "feedback_down_ratio": down / (up + down) if up + down else None,
             "retrieval_score_drift_ks": drift,
+            "index_refused_per_min": self.index_refused.per_min(now),
+            "index_conflicts_per_min": self.index_conflicts.per_min(now),
         }
 
     def tick(self, now: float) -> list[Alert]:

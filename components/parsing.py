@@ -87,7 +87,7 @@ class _Outline:
 
 
 # --------------------------------------------------------------------------- reST
-_ADORN = re.compile(r"([!-/:-@\[-`{-~])\1*[ \t]*$")
+_ADORN = re.compile(r"([!-/:-@\[-`{-~])\1*+[ \t]*$")  # possessive: no backtrack state per character
 _TARGET = re.compile(r"\.\.[ \t]+_(`(?:[^`\\]|\\.)+`|(?:[^:`\\]|\\.)+):[ \t]*$")
 
 

@@ -2,15 +2,22 @@
 
 Below ``agents/`` in the layering: it knows records, topics and the app, never an agent. It gives
 the app factory (:func:`build_app`), the publisher on the app's producer (:class:`FaustPublisher`),
-the raw view of a consumed event (:func:`to_raw`) and the raw-bytes topic of a catalogue spec
-(:func:`raw_topic`). The worker (``worker/``) binds agents' handlers to these.
+the raw view of a consumed event (:func:`to_raw`), the raw-bytes topic of a catalogue spec
+(:func:`raw_topic`), a keyed join table on disk (:func:`join_table`, :func:`event_context`) and the
+partition-ownership fence of a rebalance (:func:`assignment_fence`). The worker (``worker/``) binds
+agents' handlers to these.
 """
 
 from __future__ import annotations
 
 import ssl
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import faust
+from faust.streams import _current_event
+from faust.types import TP
 
 from config.settings import MAX_RECORD_BYTES, Settings
 from streams.records import RawRecord
@@ -57,6 +64,43 @@ def raw_topic(app: faust.App, settings: Settings, *specs: TopicSpec) -> faust.To
                      value_serializer="raw", partitions=None, internal=False)
 
 
+def join_table(app: faust.App, settings: Settings, name: str, *, retention_ms: int) -> faust.Table:
+    """A Table of JSON values keyed by raw bytes whose changelog partition is the key's (the producer's
+    partitioner: co-partitioned with topics keyed the same way), kept for ``retention_ms`` (compact +
+    delete). Stored in RocksDB (faust's ``rocksdb://`` store, driver rocksdict) under the app's datadir
+    (``settings.home/faust``), or in RAM with ``curator_join_store=memory``.
+
+    The RocksDB store files a written key under the partition of faust's *current event*: write only
+    inside :func:`event_context` of an event of the key's partition (deletes need none)."""
+    rocksdb = settings.curator_join_store == "rocksdb"
+    return app.Table(name, default=None, partitions=settings.partitions, use_partitioner=True, key_type=bytes,
+                     # a Table takes the falsy URL "rocksdb://" for "the app's default store": name the path
+                     store=f"rocksdb:{name}" if rocksdb else "memory://",
+                     options={"driver": "rocksdict"} if rocksdb else None,
+                     extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)})
+
+
+@contextmanager
+def event_context(event: faust.types.EventT) -> Iterator[None]:
+    """Make ``event`` faust's current event (for a batch taken with ``take_events`` it is the batch's last)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def assignment_fence(app: faust.App) -> Callable[[RawRecord], bool]:
+    """Whether the app's consumer is still assigned a record's partition: after a rebalance revoked it, an
+    agent stops writing for that record (its new owner processes it). True when the assignment is unknown."""
+    def owns(record: RawRecord) -> bool:
+        try:
+            return TP(record.topic, record.partition) in app.consumer.assignment()
+        except Exception:  # no consumer yet, or it is being rebuilt: do not stop work for that
+            return True
+    return owns
+
+
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
     """faust's (aiokafka's) credentials for ``settings.kafka_security_protocol``; None with PLAINTEXT.
     The confluent-kafka clients take the same settings through ``Settings.kafka_client_config()``."""
@@ -78,6 +122,7 @@ def build_app(settings: Settings) -> faust.App:
     """The faust app: aiokafka transport, no web server, commits every 0.5 s, ``MAX_RECORD_BYTES``
     records, local table state under ``settings.home / "faust"`` (one folder per app id)."""
     servers = ";".join(f"kafka://{server}" for server in settings.bootstrap_servers.split(","))
+    (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         settings.group_id,
         broker=servers,

@@ -7,7 +7,9 @@ and HTTP servers. Handlers are transport-neutral (``agents/``); this module is t
 | answerer | ``queries`` | ``Answerer.handle`` (``answerer_concurrency`` at once) | |
 | monitor | ``traces``, ``index.events``, ``answers``, ``feedback``, ``dlq`` | ``Monitor.handle`` | timers, HTTP |
 | curator | ``queries`` → ``curator.queries``; ``curator.queries`` + ``answers`` + ``feedback`` | \
-``Curator.rekey``, ``Curator.handle_batch`` | join Table |
+``Curator.rekey``, ``Curator.handle_batch`` (one partition at a time) | join Table (RocksDB), sweep timer |
+
+The indexer and the answerer get the consumer's assignment as their rebalance fence (``owns``).
 
 Handlers isolate failures per record (a failing record goes to ``dlq``); what still escapes one —
 the dead-letter topic cannot be written — must not be acknowledged, yet faust 0.15 acknowledges a
@@ -36,7 +38,7 @@ from components.base import Embedder
 from components.monitoring import MonitorState
 from config.settings import Settings
 from streams.dlq import DeadLetters
-from streams.faust_adapter import FaustPublisher, raw_topic, to_raw
+from streams.faust_adapter import FaustPublisher, assignment_fence, event_context, join_table, raw_topic, to_raw
 from streams.topics import ANSWERS, CURATOR_QUERIES, DLQ, DOCS_CHANGES, FEEDBACK, QUERIES
 from worker.components import Components
 from worker.http import serve_http
@@ -90,7 +92,7 @@ def bind_agents(app: faust.App, settings: Settings, components: Components | Non
 
     if "indexer" in agents:
         indexer = Indexer(settings, components.chunker, components.index_embedder, components.collections,
-                          publisher, dead_letters("indexer"))
+                          publisher, dead_letters("indexer"), owns=assignment_fence(app))
 
         async def index(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.indexer_batch_max, within=settings.indexer_batch_within_s):
@@ -102,7 +104,7 @@ def bind_agents(app: faust.App, settings: Settings, components: Components | Non
     if "answerer" in agents:
         answerer = Answerer(settings, components.query_embedder, components.collections, components.reranker,
                             components.generator,
-                            publisher, dead_letters("answerer"))
+                            publisher, dead_letters("answerer"), owns=assignment_fence(app))
 
         async def answer(stream: faust.StreamT) -> None:
             async for event in stream.events():
@@ -148,15 +150,19 @@ def _bind_monitor(app: faust.App, settings: Settings, monitor: Monitor) -> None:
 
 def _bind_curator(app: faust.App, settings: Settings, publisher: FaustPublisher, dead_letters: DeadLetters,
                   embedder: Embedder) -> None:
-    """The curator's scrubber (loads the spaCy model), vetted index (connects to Milvus), join Table and
-    its two agents; ``embedder`` must be started."""
+    """The curator's scrubber (loads the spaCy model, in a child process with ``scrub_isolation=process``),
+    vetted index (connects to Milvus), join Table, its two agents and the table's sweep timer; ``embedder``
+    must be started."""
     from components.curation import JunkRules, MilvusVettedIndex
-    from components.scrubbing import PresidioScrubber, load_scrub_key
+    from components.scrub_process import ProcessScrubber
+    from components.scrubbing import SCRUBBER_VERSION, PresidioScrubber, load_scrub_key
 
-    scrubber = PresidioScrubber(
+    presidio = partial(
+        PresidioScrubber,
         load_scrub_key(settings.scrub_key.get_secret_value() if settings.scrub_key else None, settings.home),
         internal_domains=[d.strip() for d in settings.scrub_internal_domains.split(",") if d.strip()],
     )
+    scrubber = ProcessScrubber(presidio, SCRUBBER_VERSION) if settings.scrub_isolation == "process" else presidio()
     scrubber.start()
     vetted = MilvusVettedIndex(settings.milvus_address, f"{settings.collection}_vetted", embedder.dim)
     vetted.start()
@@ -164,9 +170,7 @@ def _bind_curator(app: faust.App, settings: Settings, publisher: FaustPublisher,
     # partition, so table partition p holds the queries of partition p of the three sources.
     # The changelog holds raw conversations, like `queries` and `answers`: it expires with them
     # (compact + delete after JOIN_RETENTION_MS) instead of keeping them for ever.
-    table = app.Table("curator-joins", default=None, partitions=settings.partitions, use_partitioner=True,
-                      key_type=bytes,  # bytes keys: the "raw" serializer; values: JSON
-                      extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(JOIN_RETENTION_MS)})
+    table = join_table(app, settings, "curator-joins", retention_ms=JOIN_RETENTION_MS)
     curator = Curator(settings, scrubber, JunkRules(min_query_chars=settings.curator_min_query_chars,
                                                     flood_per_hour=settings.curator_flood_per_hour),
                       embedder, vetted, publisher, dead_letters, table)
@@ -175,9 +179,27 @@ def _bind_curator(app: faust.App, settings: Settings, publisher: FaustPublisher,
         async for event in stream.events():
             await _stop_on_escape(app, "curator", [event], partial(curator.rekey, to_raw(event)))
 
+    async def by_partition(events: Sequence[faust.types.EventT]) -> None:
+        """A partition's records at a time, each batch as faust's current event, so that the RocksDB store
+        files the keys they write under their own partition (the three topics and the table's changelog are
+        co-partitioned by query_id)."""
+        groups: dict[int, list[faust.types.EventT]] = {}
+        for event in events:
+            groups.setdefault(event.message.partition, []).append(event)
+        for group in groups.values():
+            with event_context(group[-1]):
+                await curator.handle_batch([to_raw(e) for e in group])
+
     async def curate(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.curator_batch_max, within=settings.curator_batch_within_s):
-            await _stop_on_escape(app, "curator", events, partial(curator.handle_batch, [to_raw(e) for e in events]))
+            await _stop_on_escape(app, "curator", events, partial(by_partition, events))
+
+    async def sweep() -> None:
+        try:
+            await curator.expire()
+        except Exception:  # the next sweep tries again; entries are also bounded on insert
+            log.exception("sweeping the curator's join table failed")
 
     app.agent(raw_topic(app, settings, QUERIES), name="eddy.curator-rekey")(rekey)
     app.agent(raw_topic(app, settings, CURATOR_QUERIES, ANSWERS, FEEDBACK), name="eddy.curator")(curate)
+    app.timer(settings.curator_join_sweep_s, name="eddy.curator.sweep")(sweep)

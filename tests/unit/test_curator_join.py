@@ -131,30 +131,30 @@ async def test_a_reused_query_id_does_not_replace_the_first_conversation(tmp_pat
 
 async def test_memory_stays_flat_while_conversations_stream_through(tmp_path, presidio):
     """The soak: thousands of answered queries (a few with shared feedback) and a bounded table."""
-    curator, publisher, settings = build(tmp_path, presidio, curator_join_max_entries=300)
+    curator, publisher, settings = build(tmp_path, presidio, curator_join_max_entries=150)
 
     async def run(n: int) -> None:
         for i in range(n):
             query, final = conversation(retrieved=200)
             events = [query, final]
-            if i % 200 == 0:
+            if i % 100 == 0:
                 events.append(Feedback(query_id=query.query_id, user_id=f"u{i}", rating="up", share=True))
             await curator.handle_batch(records(settings, *events))
             curator.clock.t += 0.01
-            assert len(curator.state) <= 300
+            assert len(curator.state) <= 150
         publisher.sent.clear()
 
-    await run(600)  # the table is full
-    gc.collect()
     tracemalloc.start()
     try:
+        await run(300)  # the table is full
+        gc.collect()
         before = tracemalloc.get_traced_memory()[0]
-        await run(2400)
+        await run(1200)
         gc.collect()
         growth = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert growth < 512 * 1024, f"memory grew by {growth:,} bytes over 2,400 conversations"
+    assert growth < 512 * 1024, f"memory grew by {growth:,} bytes over 1,200 conversations"
 
 
 def test_the_worker_keeps_the_join_table_in_rocksdb_under_its_home(tmp_path):

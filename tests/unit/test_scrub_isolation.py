@@ -52,11 +52,12 @@ def shared_conversation(settings, text: str) -> list[RawRecord]:
                           citations=[Citation(doc_id="d", chunk_id="c", uri="u", title="t", score=0.9)]),
               Feedback(query_id=qid, user_id="u", rating="up", share=True)]
     topics = ("curator.queries", "answers", "feedback")
-    return [RawRecord(settings.topic(t), 0, next(_offset), qid.encode(), e.to_bytes()) for t, e in zip(topics, events)]
+    return [RawRecord(settings.topic(t), 0, next(_offset), qid.encode(), e.to_bytes())
+            for t, e in zip(topics, events, strict=True)]
 
 
 def curator_with(tmp_path, scrubber, **kw):
-    settings = Settings(home=tmp_path, scrub_timeout_s=0.3, **kw)
+    settings = Settings(home=tmp_path, **{"scrub_timeout_s": 0.3, **kw})
     publisher = MemoryPublisher()
     curator = Curator(settings, scrubber, JunkRules(), HashEmbedder(32), MemoryVettedIndex(), publisher,
                       DeadLetters(publisher, settings.topic("dlq"), "curator"), {})
