@@ -267,7 +267,7 @@ class Curator:
                 ages[key] = t
         self._ages = OrderedDict(sorted(ages.items(), key=lambda kv: kv[1]))
         dropped += self._cap()
-        log.info("join table swept: %d entries kept, %d dropped", len(self._ages), dropped)
+        (log.info if dropped else log.debug)("join table swept: %d entries kept, %d dropped", len(self._ages), dropped)
         return dropped
 
     # ------------------------------------------------------------------ curation

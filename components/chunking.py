@@ -29,7 +29,10 @@ __all__ = ["PREFIXES", "StructureChunker"]
 
 _VERSION = "structure-v1"
 #: What ``embed_text`` may put above a chunk's text (see :class:`StructureChunker`).
-PREFIXES = ("heading", "path")
+PREFIXES = ("heading", "lead", "path")
+#: ``prefix="lead"``: at most this many characters of a section's opening (whole sentences, else whole
+#: words) are embedded above each of its later chunks.
+LEAD_CHARS = 150
 
 
 # --------------------------------------------------------------------------- splitting
@@ -67,6 +70,19 @@ def _split_long(p: str, limit: int) -> list[tuple[str, str]]:
         start = cut[1]
     pieces.append((joiner, p[start:]))
     return pieces
+
+
+def _head(text: str, n: int) -> str:
+    """Longest prefix of ``text`` of at most ``n`` chars made of whole sentences, else whole words."""
+    if len(text) <= n:
+        return text
+    cut = None
+    for m in _SENT_BREAK.finditer(text, 0, n + 1):
+        cut = m.start(1)
+    if cut is None:
+        spaces = [m.start() for m in _WS.finditer(text, 0, n + 1)]
+        cut = spaces[-1] if spaces else n
+    return text[:cut].rstrip()
 
 
 _TAIL_SENT = re.compile(r"[.!?][\"')\]]*\s+|\n\s*\n")
@@ -160,14 +176,16 @@ class StructureChunker:
             if not sec.paragraphs:
                 continue
             section = " > ".join(sec.path)
-            if self.prefix == "heading":
-                head = sec.path[-1] if sec.path else ""
-            else:
+            if self.prefix == "path":
                 head = " > ".join(
                     p for p in ((title if not sec.path or sec.path[0] != title else ""), section) if p
                 )
-            for body in self._split_section(sec.paragraphs):
-                embed = f"{head}\n{body}" if head else body
+            else:
+                head = sec.path[-1] if sec.path else ""
+            lead = _head(sec.paragraphs[0], LEAD_CHARS) if self.prefix == "lead" else ""
+            for part, body in enumerate(self._split_section(sec.paragraphs)):
+                above = "\n".join(p for p in (head, lead if part else "") if p)
+                embed = f"{above}\n{body}" if above else body
                 h = _sha256(embed)
                 occ = seen.get(h, 0)
                 seen[h] = occ + 1

@@ -63,7 +63,8 @@ STREET_SUFFIXES = (
 
 SECRET_PATTERNS = (
     # private key blocks (PEM, OpenSSH); a BEGIN with no END after it consumes the rest (no later one has an END)
-    r"(?P<v>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)"
+    r"(?P<v>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+    r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)"
     r"|-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*",
     # cloud and SaaS keys with a recognisable prefix
     r"\b(?P<v>(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16})\b",  # AWS access key id
@@ -131,7 +132,7 @@ EMAIL_PATTERN = (rf"\b{_EMAIL_CHAR}[!#$%&'*+\-/=?^_`{{|}}~\.\w]*+(*SKIP)(?<={_EM
                  r"[@]\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+\b")
 
 
-def make_group_recognizer():  # noqa: ANN202 - the class needs presidio, imported lazily
+def make_group_recognizer():  # the class needs presidio, imported lazily
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
     class GroupPatternRecognizer(EntityRecognizer):
@@ -165,9 +166,9 @@ _BARE_DIGITS = re.compile(r"\d+")
 
 def plausible(entity_type: str, value: str) -> bool:
     """False for detections that technical text produces and personal data does not: a NER name or
-    place with code characters (``C++``, ``len(x``) or no capital letter (``goto``), a phone number of fewer than 7 digits (ports,
-    years: libphonenumber's "possible" level accepts short numbers of some regions) or a bare digit
-    run outside 10-12 digits (object ids, timestamps), an IPv6 address of under 6 characters
+    place with code characters (``C++``, ``len(x``) or no capital letter (``goto``), a phone number of fewer
+    than 7 digits (ports, years: libphonenumber's "possible" level accepts short numbers of some regions) or a
+    bare digit run outside 10-12 digits (object ids, timestamps), an IPv6 address of under 6 characters
     (``a[4::]`` slices)."""
     if entity_type in _NER_ENTITIES:
         return _CODE_CHARS.search(value) is None and any(c.isupper() for c in value)
@@ -212,7 +213,7 @@ def resolve(text: str, results: list) -> list:
         covered[p.start:p.end] = b"\x01" * (p.end - p.start)
     for r in best.values():
         if r.entity_type in _NER_ENTITIES:
-            if any(c.isalnum() for c, cov in zip(text[r.start:r.end], covered[r.start:r.end]) if not cov):
+            if any(c.isalnum() for c, cov in zip(text[r.start:r.end], covered[r.start:r.end], strict=True) if not cov):
                 kept.append(r)
                 covered[r.start:r.end] = b"\x01" * (r.end - r.start)
     return kept
@@ -239,7 +240,7 @@ def _load_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
     return firsts, read("dist.all.last")
 
 
-def make_gazetteer_recognizer():  # noqa: ANN202 - the class needs presidio, imported lazily
+def make_gazetteer_recognizer():  # the class needs presidio, imported lazily
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
     first = re.compile(r"\b[A-Z][a-z]+\b")
@@ -273,7 +274,7 @@ def make_gazetteer_recognizer():  # noqa: ANN202 - the class needs presidio, imp
     return NameGazetteerRecognizer
 
 
-def make_context_enhancer():  # noqa: ANN202 - the class needs presidio, imported lazily
+def make_context_enhancer():  # the class needs presidio, imported lazily
     """Presidio's ``LemmaContextAwareEnhancer`` (same parameters, same scores) without its per-result
     scans of the whole token list (finding the result's token, walking back to the nearest keywords):
     quadratic in the number of detections. Token ends and keyword positions are indexed once per text."""
@@ -303,7 +304,8 @@ def make_context_enhancer():  # noqa: ANN202 - the class needs presidio, importe
             if at < len(starts) and starts[at] == start:
                 index = min(index, at)
             if index == len(ends):
-                raise ValueError(f"Did not find word '{word}' in the list of tokens although it is expected to be found")
+                raise ValueError(f"Did not find word '{word}' in the list of tokens although it is expected "
+                                 "to be found")
             lemmas = nlp_artifacts.lemmas
             k = bisect_right(hits, index)
             back = [lemmas[j].lower() for j in reversed(hits[max(0, k - self.context_prefix_count - 1):k])]
@@ -314,7 +316,7 @@ def make_context_enhancer():  # noqa: ANN202 - the class needs presidio, importe
     return IndexedContextEnhancer
 
 
-def bounded_tokenizer(tokenizer, max_run: int = 256):  # noqa: ANN001, ANN201 - spaCy types, imported lazily
+def bounded_tokenizer(tokenizer, max_run: int = 256):  # spaCy's types, imported lazily
     """spaCy's tokenizer, except that a run of more than ``max_run`` non-blank characters is tokenized in
     pieces of ``max_run``. spaCy strips a prefix or suffix per step and searches the rest again each time:
     quadratic in a run of punctuation or symbols ("—" * 10,000 took 12 s, * 40,000 230 s). Text without

@@ -145,15 +145,11 @@ def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(kafka: KafkaBroker, milvus: MilvusLiteServer, tmp_path: Path, models_home: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(kafka: KafkaBroker, milvus: MilvusLiteServer, tmp_path: Path, models_home: Path) -> Settings:
     """Settings isolated for one test: unique topic prefix, group and collection; smallest real generator.
 
-    Workers started during the test inherit ``APP_DATADIR``: faust's data directory (local table
-    state) goes under ``tmp_path`` whatever ``build_app`` chooses (faust's own default is
-    ``<group id>-data`` in the working directory, i.e. the repository).
+    ``home`` is under ``tmp_path``, so workers' faust data (``home/faust``, see ``build_app``) is too.
     """
-    monkeypatch.setenv("APP_DATADIR", str(tmp_path / "faust-data"))
     tag = uuid.uuid4().hex[:8]
     home = tmp_path / "home"
     (home).mkdir()

@@ -136,7 +136,7 @@ def scrubber() -> PresidioScrubber:
     return s
 
 
-def _recognizer(scrubber: PresidioScrubber, name: str):  # noqa: ANN202
+def _recognizer(scrubber: PresidioScrubber, name: str):  # a Presidio EntityRecognizer
     """The scrubber's recognizer named ``name``, or the one for entity ``name``: what production runs."""
     recognizers = scrubber._analyzer.registry.recognizers
     return next(r for r in recognizers if r.name == name or r.supported_entities == [name])
