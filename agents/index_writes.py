@@ -151,7 +151,7 @@ class IndexWrites:
         for _ in range(_FENCE_ROUNDS):
             pending, moved = await self._check(store, pending, events, written=False)
             if moved:
-                pending += await self._rediff(store, moved, vectors)
+                pending += await self._rediff(store, moved, vectors, events, written=False)
             if not pending:
                 break
             await self._put(store, pending, vectors)
@@ -161,7 +161,7 @@ class IndexWrites:
                     DocState(p.change.doc_id, p.change.version, p.change.op == "delete", p.change.source)
                     for p in pending], what="write document states")
                 done += pending
-            pending = await self._rediff(store, moved, vectors) if moved else []
+            pending = await self._rediff(store, moved, vectors, events, written=True) if moved else []
             if not pending:
                 break
         for plan in pending:  # other writers kept writing these documents: reported, never looped on
@@ -197,28 +197,36 @@ class IndexWrites:
         if not plans:
             return [], []
         states = await call_blocking(store.doc_states, [p.change.doc_id for p in plans], what="read document states")
+        plans = await self._drop_overtaken(store, plans, states, events, written=written)
+        keep = [p for p in plans if states.get(p.change.doc_id) == p.base]
+        return keep, [p for p in plans if states.get(p.change.doc_id) != p.base]
+
+    async def _drop_overtaken(self, store: VectorStore, plans: list[_Plan], states: dict[str, DocState],
+                              events: list[IndexEvent], *, written: bool) -> list[_Plan]:
+        """The plans no newer version overtook; the others get ``stale`` or, once written, ``conflict``
+        with their written rows deleted again."""
         bound = self._version_bound()
-        keep, moved, undo = [], [], []
+        live, undo = [], []
         for plan in plans:
             state = states.get(plan.change.doc_id)
-            if _newer(state, plan.change, bound):
-                log.warning("document %s: version %d landed while version %d was %s", plan.change.doc_id,
-                            state.version, plan.change.version, "written: its rows are undone" if written else
-                            "embedded: nothing written")
-                events.append(self._event(plan.change, "conflict" if written else "stale"))
-                undo += plan.written_ids if written else []
-            elif state != plan.base:
-                moved.append(plan)
-            else:
-                keep.append(plan)
+            if not _newer(state, plan.change, bound):
+                live.append(plan)
+                continue
+            log.warning("document %s: version %d landed while version %d was %s", plan.change.doc_id, state.version,
+                        plan.change.version, "written: its rows are undone" if written else "prepared: nothing written")
+            events.append(self._event(plan.change, "conflict" if written else "stale"))
+            undo += plan.written_ids if written else []
         if undo:
             with step(_tracer, "delete", **{"eddy.chunks": len(undo)}):
                 await call_blocking(store.delete_chunks, undo, what="undo overtaken chunks")
-        return keep, moved
+        return live
 
-    async def _rediff(self, store: VectorStore, plans: list[_Plan], vectors: dict[str, np.ndarray]) -> list[_Plan]:
+    async def _rediff(self, store: VectorStore, plans: list[_Plan], vectors: dict[str, np.ndarray],
+                      events: list[IndexEvent], *, written: bool) -> list[_Plan]:
+        """Diff ``plans`` again against what is stored now (another writer touched their documents)."""
         states = await call_blocking(store.doc_states, [p.change.doc_id for p in plans], what="read document states")
-        fresh = await self._diff(store, [(p.record, p.change) for p in plans], states)
+        plans = await self._drop_overtaken(store, plans, states, events, written=written)
+        fresh = await self._diff(store, [(p.record, p.change) for p in plans], states) if plans else []
         vectors.update(await self._vectors_for(store, fresh, vectors))
         return fresh
 

@@ -33,7 +33,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def bench_stack(name: str, agents: tuple[str, ...], **overrides: object) -> Iterator[tuple[Settings, Stack, EddyClient]]:
+def bench_stack(name: str, agents: tuple[str, ...],
+                **overrides: object) -> Iterator[tuple[Settings, Stack, EddyClient]]:
     """A worker with its own topics/group/collection on the embedded stack; cleaned up on exit."""
     base = Settings()
     Stack(base).start_infra()

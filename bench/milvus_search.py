@@ -75,11 +75,11 @@ def main() -> None:
                 for i in range(0, len(rows), 64):
                     store.upsert_chunks(rows[i:i + 64])
                 upsert_rate = len(rows) / (time.perf_counter() - t)
-                eddy_ms = timed(lambda q: store.search(q[None, :], 5, ["eng"]), queries)
+                eddy_ms = timed(lambda q, store=store: store.search(q[None, :], 5, ["eng"]), queries)
                 client = store.connect()
                 array_expr = 'array_length(acl) == 0 or array_contains_any(acl, ["eng"])'
 
-                def array_search(q):
+                def array_search(q, client=client, array_expr=array_expr):
                     client.search("bench", data=[q.tolist()], limit=5, filter=array_expr, anns_field="embedding",
                                   search_params={"metric_type": "COSINE"}, consistency_level="Strong")
 

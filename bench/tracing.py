@@ -76,7 +76,8 @@ def main() -> None:
     print(f"{len(changes)} documents, {off['embedded']} chunks embedded per run; {len(questions)} questions, "
           f"generator {args.generator}, max_tokens {args.max_tokens}")
     for label, r in (("off", off), ("on", on)):
-        print(f"tracing {label:3}: indexing {r['rate']:6.1f} chunks/s ({r['seconds']:.1f} s); TTFT {summary(r['ttft'])}")
+        print(f"tracing {label:3}: indexing {r['rate']:6.1f} chunks/s ({r['seconds']:.1f} s); "
+              f"TTFT {summary(r['ttft'])}")
     cost = 1 - on["rate"] / off["rate"]
     print(f"throughput cost of tracing: {cost * 100:+.1f} % (target <= 5 %)")
     paired = [a - b for a, b in zip(on["ttft"], off["ttft"], strict=True)]  # same question, back to back

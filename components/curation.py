@@ -113,7 +113,8 @@ class JunkRules:
                                         f"(at least {self.min_query_chars} characters and 2 words)")
         for field, text in (("question", q), ("comment", comment)):
             if (m := _INJECTION.search(text)) is not None:
-                return Verdict("prompt_injection", f"the {field} contains a prompt-injection marker ({m.group(0)[:40]!r})")
+                return Verdict("prompt_injection",
+                               f"the {field} contains a prompt-injection marker ({m.group(0)[:40]!r})")
         for field, text in (("question", q), ("comment", comment)):
             if text and self._profanity(text):
                 return Verdict("profanity", f"the {field} contains profanity")

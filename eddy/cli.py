@@ -55,7 +55,8 @@ def _agents(value: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------ stack
 @cli.command()
-@click.option("--agents", default="indexer,answerer,monitor,curator", show_default=True, help="Agents the worker hosts.")
+@click.option("--agents", default="indexer,answerer,monitor,curator", show_default=True,
+              help="Agents the worker hosts.")
 @click.pass_context
 def up(ctx: click.Context, agents: str) -> None:
     """Start the embedded stack: Kafka (KRaft), Milvus Lite server, Eddy worker. Idempotent."""
@@ -155,7 +156,8 @@ def _collection(_ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--source", default="files", show_default=True,
               help="Name of this set of documents; documents of the source missing from PATHS are deleted.")
 @click.option("--acl", default="", help="Comma-separated groups allowed to read these documents (default: public).")
-@click.option("--python-docs", is_flag=True, help="Ingest Debian's python3.11-doc reST sources (497 files), source 'python-docs'.")
+@click.option("--python-docs", is_flag=True,
+              help="Ingest Debian's python3.11-doc reST sources (497 files), source 'python-docs'.")
 @click.option("--collection", callback=_collection, default=None,
               help="Collection to index into (default EDDY_COLLECTION); created on first use.")
 @click.option("--wait", is_flag=True, help="Wait until every change is indexed and print the totals.")
@@ -189,7 +191,8 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], source: str, acl: str, p
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=None, help="Answer length budget in tokens.")
 @click.option("--collection", callback=_collection, default=None,
               help="Collection to search (default EDDY_COLLECTION); e.g. one `eddy eval` built.")
-@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print every answer event as one JSON line.")
 @click.pass_context
 def ask(ctx: click.Context, question: str, user: str, groups: str, top_k: int | None, max_tokens: int | None,
@@ -329,14 +332,16 @@ def feedback(ctx: click.Context, query_id: str, up: bool | None, comment: str, s
               help="Collection to index the corpus into (default eval_<dataset name>).")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Evaluate a fixed sample of N queries (drawn with --seed) instead of all.")
-@click.option("--answers", is_flag=True, help="Generate answers too and score them (token F1, ROUGE-L, judge, latency).")
+@click.option("--answers", is_flag=True,
+              help="Generate answers too and score them (token F1, ROUGE-L, judge, latency).")
 @click.option("--judge/--no-judge", default=True, show_default=True,
               help="With --answers: grade with the LLM judge (EDDY_JUDGE_MODEL, EDDY_JUDGE_URL).")
 @click.option("--out", "out_root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Output root; each run writes a directory in it [default: $EDDY_HOME/eval].")
 @click.option("--depth", type=click.IntRange(1, 1000), default=200, show_default=True,
               help="Chunks retrieved per query for the retrieval metrics (documents ranked by their best chunk).")
-@click.option("--max-tokens", type=click.IntRange(1, 4096), default=None, help="Answer budget (default EDDY_MAX_NEW_TOKENS).")
+@click.option("--max-tokens", type=click.IntRange(1, 4096), default=None,
+              help="Answer budget (default EDDY_MAX_NEW_TOKENS).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option("--concurrency", type=click.IntRange(1), default=None,
               help="Queries in flight [default: all at once; 1 with --answers, so latency is measured unloaded].")

@@ -119,7 +119,8 @@ def render_final(event: AnswerEvent) -> None:
         for i, c in enumerate(event.citations, 1):
             section = c.section.removeprefix(c.title).removeprefix(" > ") if c.section != c.title else ""
             where = f"{c.title} — {section}" if section else c.title
-            console.print(f"  [{i}] {escape(where)}  [dim]{escape(c.uri)}[/dim]  (score {c.score:.3f})", highlight=False)
+            console.print(f"  [{i}] {escape(where)}  [dim]{escape(c.uri)}[/dim]  (score {c.score:.3f})",
+                          highlight=False)
     t = event.timings
     if t is not None:
         console.print(f"[dim]retrieve {t.retrieve_ms:.0f} ms · ttft {t.ttft_ms:.0f} ms · generate "

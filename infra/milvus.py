@@ -10,8 +10,8 @@ own gRPC adapter that fixes two problems of the stock ``milvus-lite server`` com
   is single-writer: concurrent upserts from two clients interleave their write-ahead-log
   records, and after a crash recovery stops at the first torn record (measured: 6 concurrent
   writers, kill -9, 22,896 rows became 124 — measured once while building this; the integration
-  test of concurrent writers + kill -9 checks that nothing is lost here). Every RPC that may write runs under one lock here;
-  reads (search, query, describe, ...) stay concurrent.
+  test of concurrent writers + kill -9 checks that nothing is lost here). Every RPC that may write
+  runs under one lock here; reads (search, query, describe, ...) stay concurrent.
 * **SIGTERM is a clean shutdown** (drain RPCs, flush, release the data-dir lock); the stock
   command only handles Ctrl-C. A SIGKILL loses nothing acknowledged: the WAL is flushed to the
   OS before each write RPC returns.

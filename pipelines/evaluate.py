@@ -233,7 +233,8 @@ def run_eval(settings: Settings, dataset: Dataset, config: EvalConfig, judge: Ju
     }
     previous = previous_report(config.out, dataset.name, report["dataset"]["query_set"], report["created_at"])
     report["previous_run_id"] = previous["run_id"] if previous else None
-    report["previous_comparable"] = bool(previous) and previous["dataset"].get("query_set") == report["dataset"]["query_set"]
+    same_queries = bool(previous) and previous["dataset"].get("query_set") == report["dataset"]["query_set"]
+    report["previous_comparable"] = same_queries
     table = comparison(report, previous)
     run_dir = write_report(config.out, report, rows, table)
     return report, run_dir, table

@@ -110,7 +110,8 @@ class OpenAIJudge:
         self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
 
     async def grade(self, question: str, reference: str, answer: str, passages: Sequence[str]) -> Grade:
-        messages = [{"role": m.role, "content": m.content} for m in judge_messages(question, reference, answer, passages)]
+        messages = [{"role": m.role, "content": m.content}
+                    for m in judge_messages(question, reference, answer, passages)]
         response = await self._client.post(f"{self.base_url}/chat/completions", json={
             "model": self.model, "messages": messages, "temperature": 0, "max_tokens": 16,
         })

@@ -99,8 +99,9 @@ def render_markdown(report: dict, rows: list[tuple]) -> str:
     ]
     lines += [f"| {label} | {_fmt(b)} | {_fmt(n)} | {'' if dl is None else f'{dl:+.4g}'} |" for label, b, n, dl in rows]
     if report.get("previous_run_id"):
-        lines += ["", f"Previous run: `{report['previous_run_id']}`"
-                  + ("." if report.get("previous_comparable") else " (other queries or dataset: deltas are indicative only).")]
+        caveat = ("." if report.get("previous_comparable")
+                  else " (other queries or dataset: deltas are indicative only).")
+        lines += ["", f"Previous run: `{report['previous_run_id']}`" + caveat]
     lines += ["", "![metrics per version](metrics.png)"]
     if report.get("latency_ms"):
         lines += ["", "![latency distribution](latency.png)"]

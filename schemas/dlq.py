@@ -16,7 +16,8 @@ class DeadLetter(Event):
     key: str | None = Field(None, description="original key, UTF-8 (replacement chars if not)")
     value_b64: str = Field(description="original value bytes, base64 (the first 4 MiB when truncated)")
     value_bytes: int = Field(ge=0, description="size of the original value, bytes")
-    value_truncated: bool = Field(False, description="true when value_b64 holds only a prefix; the original is still at source offset")
+    value_truncated: bool = Field(
+        False, description="true when value_b64 holds only a prefix; the original is still at source offset")
     reason: str = Field(description="why it was rejected, for a human")
     error_type: str = Field(description="machine-readable class: malformed_json, schema, oversized, ...")
     agent: str

@@ -12,6 +12,7 @@ from config import __version__
 from config.settings import Settings
 from streams.topics import CATALOGUE
 
+
 #: What users do on each topic (AsyncAPI operations are from the user's point of view).
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document (a JSON-ready dict) for the configured prefix and bootstrap address."""

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -152,7 +151,8 @@ class EddyClient:
         """Wait for every queued record; EddyClientError if some could not be delivered."""
         remaining = self._producer.flush(timeout_s)
         if remaining:
-            raise EddyClientError(f"{remaining} records not delivered within {timeout_s:.0f}s to {self.bootstrap_servers}")
+            raise EddyClientError(
+                f"{remaining} records not delivered within {timeout_s:.0f}s to {self.bootstrap_servers}")
         if self._errors:
             errors, self._errors = self._errors, []
             raise EddyClientError(f"{len(errors)} records failed: {errors[0]}")
@@ -197,7 +197,8 @@ class EddyClient:
         consumer = self._consumer()
         try:
             ends = {tp.partition: tp.offset for tp in self._end_offsets(consumer, topic)}
-            consumer.assign([TopicPartition(self.topic(topic), p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0])
+            consumer.assign([TopicPartition(self.topic(topic), p, OFFSET_BEGINNING)
+                             for p, end in ends.items() if end > 0])
             done = {p for p, end in ends.items() if end == 0}
             deadline = time.monotonic() + timeout_s
             while len(done) < len(ends):

@@ -55,7 +55,8 @@ def record(doc_id: str, ordinal: int, vector, *, acl=(), title=None, meta_hash="
         section=f"Intro > Part {ordinal}", anchor=f"part-{ordinal}",
         content_hash=hashlib.sha256(text.encode()).hexdigest(), ordinal=ordinal,
     )
-    return ChunkRecord(chunk=chunk, source=source, uri=f"https://example.org/{doc_id}", title=title or f"Title {doc_id}",
+    return ChunkRecord(chunk=chunk, source=source, uri=f"https://example.org/{doc_id}",
+                       title=title or f"Title {doc_id}",
                        acl=tuple(acl), meta_hash=meta_hash, vector=np.asarray(vector, dtype=np.float32))
 
 

@@ -37,7 +37,8 @@ class Conversations:
         qid = uuid.uuid4().hex
         query = Query(query_id=qid, conversation_id=f"conv-{qid}", user_id=user, text=text,
                       history=[{"role": "user", "text": h} for h in history])
-        self.producer.produce(self.settings.topic("queries"), key=query.conversation_id.encode(), value=query.to_bytes())
+        self.producer.produce(self.settings.topic("queries"), key=query.conversation_id.encode(),
+                              value=query.to_bytes())
         for seq, event in enumerate([
             AnswerEvent(query_id=qid, kind="delta", seq=0, text=answer[:10]),
             AnswerEvent(query_id=qid, kind="final", seq=1, text=answer, citations=CITATIONS, model="smollm2-135m",

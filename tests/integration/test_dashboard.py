@@ -131,7 +131,8 @@ def test_dashboard_shows_the_live_numbers_in_chromium(obs_settings, client, dash
         assert page.inner_text("#tile-answers") == str(QUERIES)
 
         assert not errors, f"errors in the page: {errors}"
-        page.wait_for_function("""() => [...document.querySelectorAll("#traces > .waterfall")].every((el) => el.data)""")
+        page.wait_for_function(
+            """() => [...document.querySelectorAll("#traces > .waterfall")].every((el) => el.data)""")
         charts = page.evaluate("""() => {
             const data = (id) => document.getElementById(id).data || [];
             return {

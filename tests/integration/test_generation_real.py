@@ -29,7 +29,8 @@ def gen_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("eddy-gen-")]
 
 
-async def run(gen, params=GenerationParams(max_new_tokens=24), messages=MESSAGES) -> tuple[list[str], GenerationStats]:
+async def run(gen, params: GenerationParams | None = None, messages=MESSAGES) -> tuple[list[str], GenerationStats]:
+    params = params or GenerationParams(max_new_tokens=24)
     stats = GenerationStats()
     pieces = [piece async for piece in gen.stream(messages, params, stats)]
     return pieces, stats

@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 from confluent_kafka import Producer
 
-from schemas import Alert, AlertRule, DocumentChange, Feedback
 from infra.process import poll_until
+from schemas import Alert, AlertRule, DocumentChange, Feedback
 from tests.integration.helpers import publish_and_wait, read_topic
 
 pytestmark = pytest.mark.integration

@@ -67,7 +67,8 @@ def test_retrieval_metrics_match_the_hand_computed_figures(dataset):
     assert r["recall@5"] == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-4)
     assert r["recall@100"] == r["recall@5"] and r["errors"] == 0
     by_id = {row["query_id"]: row for row in rows}
-    assert by_id["q2"]["mrr@10"] == pytest.approx(1 / 3, abs=1e-4) and by_id["q3"]["ndcg@10"] == pytest.approx(NDCG_Q3, abs=1e-4)
+    assert by_id["q2"]["mrr@10"] == pytest.approx(1 / 3, abs=1e-4)
+    assert by_id["q3"]["ndcg@10"] == pytest.approx(NDCG_Q3, abs=1e-4)
 
 
 def test_a_query_that_got_an_error_scores_zero(dataset):
@@ -84,7 +85,8 @@ def test_answer_metrics_and_judge(dataset):
     judge = GeneratorJudge(ScriptedGenerator(["correctness: 5\nfaithfulness: 4", "correctness: 2", "no idea"]))
     summary, rows = score(dataset, ["q1", "q2", "q3"], finals, answers=True, judge=judge, progress=Reporter())
     # token F1: q1 "answer is one 1" vs "answer is one" -> P 3/4, R 1 -> 6/7; q2 -> 0; q3 -> 1
-    assert rows[0]["token_f1"] == pytest.approx(6 / 7, abs=1e-4) and rows[1]["token_f1"] == 0 and rows[2]["token_f1"] == 1
+    assert rows[0]["token_f1"] == pytest.approx(6 / 7, abs=1e-4)
+    assert rows[1]["token_f1"] == 0 and rows[2]["token_f1"] == 1
     assert summary["answers"]["token_f1"] == pytest.approx((6 / 7 + 0 + 1) / 3, abs=1e-4)
     assert summary["answers"]["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in rows) / 3, abs=1e-4)
     assert summary["latency_ms"]["ttft_p50"] == 200 and summary["usage"]["completion_tokens_total"] == 30
@@ -160,7 +162,7 @@ def test_openai_judge_posts_a_chat_completion_and_reads_the_grade():
     assert seen["path"] == "/v1/chat/completions" and seen["auth"] == "Bearer k"
     assert seen["body"]["model"] == "judge-model" and seen["body"]["temperature"] == 0
     assert [m["role"] for m in seen["body"]["messages"]] == ["system", "user"]
-    assert judge.name == "openai:judge-model@http://127.0.0.1:%d/v1" % server.server_port
+    assert judge.name == f"openai:judge-model@http://127.0.0.1:{server.server_port}/v1"
 
 
 async def _grade_and_close(judge):
@@ -180,7 +182,8 @@ def test_judge_prompt_holds_the_reference_and_numbered_passages():
     ("mutate", "message"),
     [
         (lambda d: (d / "corpus.jsonl").unlink(), "missing corpus.jsonl"),
-        (lambda d: (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n"), "unknown corpus-id 'nope'"),
+        (lambda d: (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n"),
+         "unknown corpus-id 'nope'"),
         (lambda d: (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nqx\td1\t1\n"), "unknown query-id 'qx'"),
         (lambda d: (d / "qrels.tsv").write_text("q\tc\ts\n"), "header must be"),
         (lambda d: (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n"), "not an integer"),

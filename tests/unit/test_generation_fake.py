@@ -37,7 +37,8 @@ MESSAGES = [
 ]
 
 
-async def collect(gen: Generator, messages=MESSAGES, params=GenerationParams(), stats=None) -> list[str]:
+async def collect(gen: Generator, messages=MESSAGES, params: GenerationParams | None = None, stats=None) -> list[str]:
+    params = params or GenerationParams()
     stats = stats if stats is not None else GenerationStats()
     return [piece async for piece in gen.stream(messages, params, stats)]
 

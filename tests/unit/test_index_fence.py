@@ -302,3 +302,28 @@ def test_the_new_statuses_are_part_of_the_schema(status):
     event = IndexEvent(doc_id="d", version=1, change_id="c", status=status, chunks_total=0, chunks_embedded=0,
                        chunks_deleted=0, chunks_unchanged=0, collection="c", embedder="e", chunker="k", lag_ms=0)
     assert IndexEvent.model_validate_json(event.to_bytes()).status == status
+
+
+async def test_a_newer_version_landing_while_a_document_is_diffed_again_wins(tmp_path):
+    """The check finds an older writer's state (diff again); before that diff, a newer version lands."""
+    server: dict = {}
+    new, old, newest = owner(tmp_path, server), owner(tmp_path, server), owner(tmp_path, server)
+    await new.indexer.handle_batch([rec(up("d", 1, "one", acl=["hr"]))])
+    v2, v3, v4 = (up("d", 2, "two, public", acl=[]), up("d", 3, "three", acl=["hr"]),
+                  up("d", 4, "four", acl=["hr"]))
+    loop, ran_old, ran_newest = asyncio.get_running_loop(), [], []
+    real, reads = new.store.doc_states, []
+
+    def doc_states(doc_ids):
+        reads.append(1)
+        if len(reads) == 2:  # the check right before writing: an older owner wrote meanwhile
+            run_other(loop, lambda: old.indexer.handle_batch([rec(v2)]), ran_old)
+        if len(reads) == 3:  # the second diff: the newest version lands first
+            run_other(loop, lambda: newest.indexer.handle_batch([rec(v4)]), ran_newest)
+        return real(doc_ids)
+
+    new.store.doc_states = doc_states
+    [event] = await new.indexer.handle_batch([rec(v3)])
+    assert event.status == "stale"
+    assert new.store.doc_states(["d"])["d"].version == 4
+    assert stored(new.store, "d") == expected(new, v4) and visible(new, "d", []) == set()

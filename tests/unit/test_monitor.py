@@ -15,9 +15,9 @@ from prometheus_client import generate_latest
 
 from agents.monitor import Monitor
 from components.monitoring import AlertEvaluator, MonitorState, ks_statistic, price_of
-from streams.codec import decode_traces
 from config.settings import Settings
 from schemas import AlertRule, AnswerEvent, Citation, DeadLetter, Feedback, IndexEvent, ModelPrice, Timings, Usage
+from streams.codec import decode_traces
 from streams.dlq import DeadLetters
 from streams.records import MemoryPublisher, RawRecord
 

@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from streams.records import RawRecord
 from eddy.telemetry import KafkaSpanExporter
+from streams.records import RawRecord
 from streams.tracing import consumer_span, extract_context, inject_headers, traceparent_of
 from tests.conftest import free_port
 
