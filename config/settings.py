@@ -28,14 +28,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDDY_", extra="ignore", frozen=True)
 
     # --- state and local stack -------------------------------------------------------
-    home: Path = Field(REPO_ROOT / ".eddy", description="state dir: broker data, Milvus data, logs, pid files, model cache")
+    home: Path = Field(
+        REPO_ROOT / ".eddy", description="state dir: broker data, Milvus data, logs, pid files, model cache")
     kafka_bootstrap: str | None = Field(
         None, description="bootstrap servers of an existing Kafka cluster; unset = the embedded broker on kafka_port"
     )
-    kafka_port: int = Field(19092, description="embedded broker's client port (not 9092, to avoid a Kafka already running)")
+    kafka_port: int = Field(
+        19092, description="embedded broker's client port (not 9092, to avoid a Kafka already running)")
     kafka_controller_port: int = Field(19093, description="embedded broker's KRaft controller port")
     kafka_heap_mb: int = Field(512, description="embedded broker's JVM heap (-Xmx), MiB")
-    milvus_uri: str | None = Field(None, description="URI of an existing Milvus; unset = the embedded Milvus Lite server")
+    milvus_uri: str | None = Field(
+        None, description="URI of an existing Milvus; unset = the embedded Milvus Lite server")
     milvus_port: int = Field(19631, description="embedded Milvus Lite server's gRPC port (not 19530)")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="how every Eddy client talks to kafka_bootstrap (Kafka's security.protocol)"
@@ -63,7 +66,8 @@ class Settings(BaseSettings):
     )
     embedder_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers model id or local path")
     embedder_dtype: Literal["float32", "bfloat16"] = Field(
-        "bfloat16", description="embedder compute type; bf16 is ~1.75x faster on AVX-512 BF16 CPUs (bench.embedder_dtype; cosine >= 0.996 to fp32)"
+        "bfloat16", description="embedder compute type; bf16 is ~1.75-2.5x faster on AVX-512 BF16 CPUs "
+        "(bench.embedder_dtype; cosine >= 0.9999 to fp32)"
     )
     embed_batch_size: int = Field(64, ge=1, description="texts per encode() call")
     chunk_max_chars: int = Field(1000, ge=100, description="largest chunk, characters")
@@ -72,7 +76,8 @@ class Settings(BaseSettings):
         "heading", description="what is embedded above a chunk's text: its section's own heading, or 'path' the "
         "document title and heading path (collections built before this setting existed; bench.eval_chunking)",
     )
-    max_document_bytes: int = Field(5_000_000, ge=1, description="larger DocumentChange texts go to the dead-letter topic")
+    max_document_bytes: int = Field(
+        5_000_000, ge=1, description="larger DocumentChange texts go to the dead-letter topic")
     indexer_batch_max: int = Field(64, ge=1, description="changes taken from Kafka per indexer batch")
     embed_group_chunks: int = Field(256, ge=1, description="new chunks embedded and written per step of a batch")
     indexer_batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill an indexer batch, seconds")
@@ -126,9 +131,12 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(256, ge=1, description="generation budget per answer unless the query says otherwise")
     answerer_concurrency: int = Field(4, ge=1, description="queries in flight per worker")
     generation_slots: int = Field(
-        2, ge=1, description="generations computed at once: more than 1 so a long answer never blocks the next (they share the CPU)"
+        2, ge=1,
+        description="generations computed at once: more than 1 so a long answer never blocks the next "
+        "(they share the CPU)"
     )
-    delta_flush_ms: int = Field(150, ge=0, description="answer text is coalesced into one delta record per this many ms")
+    delta_flush_ms: int = Field(
+        150, ge=0, description="answer text is coalesced into one delta record per this many ms")
     max_query_chars: int = Field(4000, ge=1, description="longer query texts are rejected")
     max_query_groups: int = Field(
         256, ge=0, description="queries naming more ACL groups get an error answer (each group is a search filter "
@@ -210,7 +218,8 @@ class Settings(BaseSettings):
     curator_batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a curator batch, seconds")
     curator_min_query_chars: int = Field(10, ge=1, description="shorter questions are rejected as too_short")
     curator_flood_per_hour: int = Field(
-        30, ge=1, description="shared feedbacks one user may send per hour (per worker) before they are rejected as flood"
+        30, ge=1,
+        description="shared feedbacks one user may send per hour (per worker) before they are rejected as flood"
     )
     curator_duplicate_similarity: float = Field(
         0.95, gt=0, le=1, description="cosine similarity to a vetted question above which a record is a near-duplicate"
@@ -234,7 +243,8 @@ class Settings(BaseSettings):
     # --- evaluation ---------------------------------------------------------------------------
     judge_model: str = Field(
         "qwen2.5-coder-0.5b",
-        description="LLM-as-judge of `eddy eval --answers`: a model name at judge_url, or without judge_url a local generator",
+        description="LLM-as-judge of `eddy eval --answers`: a model name at judge_url, "
+        "or without judge_url a local generator",
     )
     judge_url: str | None = Field(None, description="OpenAI-compatible base URL of the judge (e.g. http://host:8000/v1)")
     judge_api_key: SecretStr | None = Field(None, description="bearer token for judge_url, when it needs one")

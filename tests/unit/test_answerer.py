@@ -91,7 +91,8 @@ async def test_acl_filter(tmp_path, groups, visible):
 async def test_bad_queries_go_to_dlq_and_named_ones_get_an_error_answer(tmp_path):
     answerer, publisher, settings, _ = make(tmp_path, max_query_chars=50)
     assert await answerer.handle(qrec(b"{broken", 1)) is None
-    err = await answerer.handle(qrec(json.dumps({"query_id": "q-empty", "conversation_id": "c", "text": " "}).encode(), 2))
+    empty = json.dumps({"query_id": "q-empty", "conversation_id": "c", "text": " "}).encode()
+    err = await answerer.handle(qrec(empty, 2))
     assert err.kind == "error" and "empty query" in err.error
     err = await answerer.handle(qrec(Query(query_id="q-long", conversation_id="c", text="x" * 51), 3))
     assert err.kind == "error" and "above the maximum of 50" in err.error
