@@ -338,4 +338,5 @@ def bounded_tokenizer(tokenizer, max_run: int = 256):  # spaCy's types, imported
             docs.append(tokenizer(text[pos:]))
         return Doc.from_docs(docs, ensure_whitespace=False)
 
+    tokenize.tokenizer = tokenizer  # spaCy's own (its vocabulary, its cache)
     return tokenize

@@ -72,9 +72,10 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1, description="texts per encode() call")
     chunk_max_chars: int = Field(1000, ge=100, description="largest chunk, characters")
     chunk_overlap_chars: int = Field(150, ge=0, description="text repeated between consecutive chunks of one section")
-    chunk_prefix: Literal["heading", "path"] = Field(
-        "heading", description="what is embedded above a chunk's text: its section's own heading, or 'path' the "
-        "document title and heading path (collections built before this setting existed; bench.eval_chunking)",
+    chunk_prefix: Literal["lead", "heading", "path"] = Field(
+        "lead", description="what is embedded above a chunk's text: its section's own heading and, above its later "
+        "chunks, its opening sentences (components.chunking.LEAD_CHARS); 'heading' the heading alone; 'path' the "
+        "document title and heading path (collections built before this setting existed); bench.eval_chunking",
     )
     max_document_bytes: int = Field(
         5_000_000, ge=1, description="larger DocumentChange texts go to the dead-letter topic")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from components.base import Chunker
-from components.chunking import StructureChunker
+from components.chunking import LEAD_CHARS, StructureChunker
 from components.markup import docutils_slug, github_slug, rst_inline_text
 from components.parsing import first_rst_title
 
@@ -72,8 +72,9 @@ def long_section_text(n_sentences: int = 60, tag: str = "") -> str:
 def test_protocol_and_config_id():
     ch = StructureChunker()
     assert isinstance(ch, Chunker)
-    assert ch.config_id == "structure-v1:max=1000,overlap=150,prefix=heading"
-    assert StructureChunker(500, 0).config_id == "structure-v1:max=500,overlap=0,prefix=heading"
+    assert ch.config_id == "structure-v1:max=1000,overlap=150,prefix=lead"
+    assert StructureChunker(500, 0).config_id == "structure-v1:max=500,overlap=0,prefix=lead"
+    assert StructureChunker(500, 0, prefix="heading").config_id == "structure-v1:max=500,overlap=0,prefix=heading"
     # "path" keeps the ids of collections built before prefixes existed
     assert StructureChunker(500, 0, prefix="path").config_id == "structure-v1:max=500,overlap=0"
     assert StructureChunker(500, 100).config_id != StructureChunker(500, 99).config_id
@@ -382,6 +383,24 @@ def test_chunk_ids_and_hashes():
     assert no_title.embed_text == "Head\nbody text"
 
 
+def test_later_chunks_of_a_section_carry_its_heading_and_opening_sentence():
+    opening = "The pool runs tasks in worker threads, one per core, and hands results back in the order of submission."
+    assert len(opening) < LEAD_CHARS < len(opening) + 50  # the lead: whole sentences that fit, here the first only
+    body = opening + " " + " ".join(f"Sentence {i} about the pool's queue and its limits." for i in range(40))
+    chunks = StructureChunker(400, 80).chunk("d", f"# Intro\n\nShort.\n\n# Pools\n\n{body}\n", "text/markdown")
+    intro, first, *later = chunks
+    assert intro.embed_text == "Intro\nShort."  # a one-chunk section: heading and text
+    assert first.embed_text == "Pools\n" + first.text  # the section's first chunk opens with the lead already
+    assert later and all(c.embed_text == f"Pools\n{opening}\n{c.text}" for c in later)
+    assert all(len(c.text) <= 400 for c in chunks)  # the lead is embedded, never quoted
+    # no heading (plain text): the lead alone; a first sentence over LEAD_CHARS is cut at a word
+    long_opening = "word " * (LEAD_CHARS // 5 + 10)
+    plain = StructureChunker(300, 50).chunk("d", long_opening + "end.\n\n" + "More text here. " * 40, "text/plain")
+    lead = plain[1].embed_text.split("\n")[0]
+    assert len(lead) <= LEAD_CHARS and long_opening.startswith(lead + " ")
+    assert plain[1].embed_text == f"{lead}\n{plain[1].text}"
+
+
 def test_renamed_parent_heading_rewrites_children_without_changing_what_is_embedded():
     before = StructureChunker().chunk("d", "# Guide\n\n## Install\n\nRun it.\n", "text/markdown")
     after = StructureChunker().chunk("d", "# Handbook\n\n## Install\n\nRun it.\n", "text/markdown")
@@ -394,7 +413,7 @@ def test_renamed_parent_heading_rewrites_children_without_changing_what_is_embed
 
 def test_duplicate_chunks_get_distinct_ids():
     text = "Same paragraph.\n\n" + "x" * 990 + "\n\nSame paragraph.\n"
-    chunks = StructureChunker(max_chars=1000, overlap_chars=0).chunk("d", text, "text/plain")
+    chunks = StructureChunker(max_chars=1000, overlap_chars=0, prefix="heading").chunk("d", text, "text/plain")
     assert [c.text for c in chunks] == ["Same paragraph.", "x" * 990, "Same paragraph."]
     assert chunks[0].content_hash == chunks[2].content_hash
     assert chunks[0].chunk_id != chunks[2].chunk_id

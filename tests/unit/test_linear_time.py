@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import html
-import itertools
 import json
 import time
 from collections.abc import Callable
@@ -87,6 +86,12 @@ def _title(line: str) -> str:
     return f"{line}\n{'=' * (len(line) + 1)}\n"
 
 
+def _html_doc(n: int) -> str:
+    """A document before the unterminated constructs: fixed, the parser ends at the first of them, so
+    without it the 1x input would need megabytes to take 20 ms."""
+    return "<p>a</p>" * (n // 64)
+
+
 PARSING_CASES = {
     # reST: hyperlink targets; the external-target pattern scanned from each ".. _" to the next ":"
     "rst-target-lines": ("text/x-rst", lambda n: ".. _abcdefgh\n" * n),
@@ -103,14 +108,14 @@ PARSING_CASES = {
     "md-underscore-run": ("text/markdown", lambda n: "# a" + "_" * n + "a"),
     # HTML: unterminated constructs after a document (html.parser of Python 3.11.7 re-scans the rest from
     # each "<"; the document keeps the 1x input small now that the rest is one scan)
-    "html-start-tags": ("text/html", lambda n: "<p>a</p>" * n + "<a" * n),
-    "html-unclosed-quotes": ("text/html", lambda n: "<p>a</p>" * n + "<a b='" * n),
-    "html-comments": ("text/html", lambda n: "<p>a</p>" * n + "<!--" * n),
-    "html-end-tags": ("text/html", lambda n: "<p>a</p>" * n + "</" * n),
-    "html-declarations": ("text/html", lambda n: "<p>a</p>" * n + "<!" * n),
-    "html-doctypes": ("text/html", lambda n: "<p>a</p>" * n + "<!doctype" * n),
-    "html-processing-instructions": ("text/html", lambda n: "<p>a</p>" * n + "<?" * n),
-    "html-cdata": ("text/html", lambda n: "<p>a</p>" * n + "<![CDATA[" * n),
+    "html-start-tags": ("text/html", lambda n: _html_doc(n) + "<a" * n),
+    "html-unclosed-quotes": ("text/html", lambda n: _html_doc(n) + "<a b='" * n),
+    "html-comments": ("text/html", lambda n: _html_doc(n) + "<!--" * n),
+    "html-end-tags": ("text/html", lambda n: _html_doc(n) + "</" * n),
+    "html-declarations": ("text/html", lambda n: _html_doc(n) + "<!declaration " * n),
+    "html-doctypes": ("text/html", lambda n: _html_doc(n) + "<!doctype" * n),
+    "html-processing-instructions": ("text/html", lambda n: _html_doc(n) + "<?" * n),
+    "html-cdata": ("text/html", lambda n: _html_doc(n) + "<![CDATA[" * n),
 }
 
 
@@ -160,7 +165,6 @@ PATTERN_CASES = {
     "internal-host-long-labels": ("eddy-internal_host", lambda n: "abcdefghij." * n + "x"),
     # Presidio's email pattern: each boundary of a local-part run scanned the run to the "@"
     "email-local-run": ("EMAIL_ADDRESS", lambda n: "a." * n + "a@!"),
-    "email-local-run-hyphens": ("EMAIL_ADDRESS", lambda n: "a@a" + "-a" * n + "!"),
 }
 
 
@@ -195,8 +199,13 @@ def test_context_enhancement_is_linear_in_detections(scrubber):
 def test_spacy_tokenizer_is_linear_on_punctuation_runs(scrubber):
     # spaCy strips one prefix or suffix at a time and searches the rest again: "—" * 10,000 took 12 s
     tokenizer = scrubber._analyzer.nlp_engine.nlp["en"].tokenizer
-    fresh = itertools.count()  # a new text each call: spaCy caches what it tokenized
-    assert_linear(lambda text: tokenizer(f"{text}{next(fresh)}"), lambda n: "—" * n)
+    spacy_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # the one the scrubber wraps
+
+    def tokenize(text: str) -> None:
+        spacy_tokenizer._flush_cache()  # spaCy caches what it tokenized
+        tokenizer(text)
+
+    assert_linear(tokenize, lambda n: "—" * n)
 
 
 @dataclass
