@@ -234,7 +234,8 @@ class PresidioScrubber:
                 continue
             scope = conversations[i].scope
             operators = {
-                entity: OperatorConfig("custom", {"lambda": lambda value, e=entity: pseudonym(self._key, scope, e, value)})
+                entity: OperatorConfig(
+                    "custom", {"lambda": lambda value, e=entity, s=scope: pseudonym(self._key, s, e, value)})
                 for entity in ENTITIES
             }
             done = self._anonymizer.anonymize(text=text, analyzer_results=next(results), operators=operators)
@@ -244,7 +245,8 @@ class PresidioScrubber:
 
 
 class FailingScrubber:
-    """Fake for unit tests of fail-closed paths: raises ``error`` or sleeps ``delay_s`` before scrubbing with ``inner``."""
+    """Fake for unit tests of fail-closed paths: raises ``error`` or sleeps ``delay_s`` before scrubbing
+    with ``inner``."""
 
     def __init__(self, inner: Scrubber | None = None, *, error: Exception | None = None, delay_s: float = 0.0) -> None:
         self.inner = inner
