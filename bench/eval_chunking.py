@@ -46,7 +46,7 @@ from pipelines.datasets import Dataset, load_dataset
 from pipelines.metrics import retrieval_metrics
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
-DEFAULT_CONFIGS = "1000/150/path,1000/150/heading,1000/0/heading,600/100/heading"
+DEFAULT_CONFIGS = "1000/150/path,1000/150/heading,1000/0/heading,1000/150/lead,600/100/lead"
 AGGREGATIONS = ("max", "first", "centroid", "max+centroid", "max+first")
 
 

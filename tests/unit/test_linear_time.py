@@ -2,8 +2,8 @@
 GIL for minutes (the worker misses its heartbeats, is evicted, and the record freezes the next owner).
 
 (a) One regression test per super-linear input found: time(10x input) / time(1x input) <= 15, the 1x
-input grown until one call takes >= 20 ms; each time is the least of up to 3 runs (a loaded machine
-slows runs down, it does not speed them up), and no absolute time is asserted.
+input grown until one call takes >= 20 ms; each time is CPU time, the least of up to 3 runs (a loaded
+machine slows runs down, it does not speed them up), and no absolute time is asserted.
 (b) Properties (hypothesis) over the codec, the parsers, the chunker and the scrubber: any input gives a
 result or only the documented exception, and the time per byte of a repeated unit stays bounded.
 
