@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import html
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,9 +76,25 @@ def scaling(fn: Callable, make: Callable[[int], object], floor: float = FLOOR) -
 
 
 def assert_linear(fn: Callable, make: Callable[[int], object], floor: float = FLOOR, limit: float = LIMIT) -> None:
-    ratio, figures = scaling(fn, make, floor)
-    print(figures)
-    assert ratio <= limit, f"time grows {ratio:.0f}x for {FACTOR}x the input ({figures})"
+    """Pass when one of up to 3 measurements scales within ``limit``: a loaded machine can inflate one
+    measurement's ratio (a stall in the 1x run, cache effects at one size), a quadratic pattern cannot
+    get below ~``FACTOR ** 2`` in any of them."""
+    tries = []
+    for _ in range(3):
+        ratio, figures = scaling(fn, make, floor)
+        print(figures)
+        tries.append(figures)
+        if ratio <= limit:
+            return
+    raise AssertionError(f"time grows more than {limit:.0f}x for {FACTOR}x the input in 3 tries: {tries}")
+
+
+def test_the_check_catches_a_quadratic_pattern():
+    """Positive control: a search for ``\\s+x`` in blanks without an ``x`` (each start backtracks over
+    the rest of the run: quadratic) is reported."""
+    quadratic = re.compile(r"\s+x")
+    with pytest.raises(AssertionError, match="time grows more than"):
+        assert_linear(lambda text: quadratic.search(text), lambda n: " " * n, floor=0.005)
 
 
 # --------------------------------------------------------------------------- (a) parsers
