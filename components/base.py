@@ -205,6 +205,19 @@ class ChatMessage:
     content: str
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages: Sequence[ChatMessage]) -> None:
+    """Raise PermanentError for an empty conversation or a role outside :data:`CHAT_ROLES`
+    (every generator backend checks its input the same way)."""
+    if not messages:
+        raise PermanentError("no messages to answer")
+    for m in messages:
+        if m.role not in CHAT_ROLES:
+            raise PermanentError(f"unknown chat role {m.role!r}")
+
+
 @dataclass(slots=True)
 class GenerationStats:
     prompt_tokens: int = 0

@@ -25,12 +25,12 @@ from components.base import (
     Generator,
     PermanentError,
     RetryableError,
+    check_messages,
 )
 from components.models import GENERATORS, materialise
 
 log = logging.getLogger(__name__)
 
-_ROLES = ("system", "user", "assistant")
 
 
 # --------------------------------------------------------------------------- stream plumbing
@@ -162,11 +162,7 @@ class TransformersGenerator:
 
     def _encode(self, messages: Sequence[ChatMessage]) -> list[int]:
         self._require_started()
-        if not messages:
-            raise PermanentError("no messages to answer")
-        for m in messages:
-            if m.role not in _ROLES:
-                raise PermanentError(f"unknown chat role {m.role!r}")
+        check_messages(messages)
         conversation = [{"role": m.role, "content": m.content} for m in messages]
         try:
             with self._tok_lock:

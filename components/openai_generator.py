@@ -35,12 +35,12 @@ from components.base import (
     Generator,
     PermanentError,
     RetryableError,
+    check_messages,
 )
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_ROLES = ("system", "user", "assistant")
 #: Statuses worth another try later (the answer is an error now either way: nothing is resent here).
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 #: A placeholder key: the client wants one, and a server started without --api-key ignores it.
@@ -196,11 +196,7 @@ class OpenAIChatGenerator:
                 self._count, request["messages"], "".join(pieces))
 
     def _request(self, messages: Sequence[ChatMessage], params: GenerationParams) -> dict[str, Any]:
-        if not messages:
-            raise PermanentError("no messages to answer")
-        for m in messages:
-            if m.role not in _ROLES:
-                raise PermanentError(f"unknown chat role {m.role!r}")
+        check_messages(messages)
         request: dict[str, Any] = {
             "model": self.model_id,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
